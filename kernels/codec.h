@@ -71,7 +71,12 @@ typedef struct {
     uint64_t seed;      /* rotation seed, from tq_tensor_seed(job seed, tensor name) */
     int nparts;
     tq_qpart part[TQ_QT_MAX_PARTS];
+    int flags;          /* quantizer options (TQ_QFLAG_*), 0 = defaults; never changes the layout */
 } tq_qtensor;
+
+/* tq/tqr: store the plain group L2 norm instead of the least-squares scale <y,c>/<c,c> (the default,
+ * lower error). Only the quantizer differs; dequantization is the same. */
+#define TQ_QFLAG_PLAIN_NORM 1
 
 /* Exact bytes stored for a rows x cols tensor: every part, codebook and padding included. */
 size_t tq_codec_bytes(const tq_codec* c, int64_t rows, int64_t cols);
@@ -94,7 +99,7 @@ tq_status tq_quantize_ref(const float* w, tq_qtensor* q, const char* what);
 /* Dequantize q into out [rows x cols fp32]. */
 tq_status tq_dequantize_ref(const tq_qtensor* q, float* out);
 
-/* GPU versions (same bytes as the reference, see kernels/*.cu). TQ_ERR_NOGPU when the build has no
+/* GPU versions (same bytes as the reference, see kernels/<name>.cu). TQ_ERR_NOGPU when the build has no
  * CUDA or no device is present. Host pointers in and out; staging is internal. */
 int tq_gpu_available(void);
 tq_status tq_quantize_gpu(const float* w, tq_qtensor* q, const char* what);
@@ -103,5 +108,19 @@ tq_status tq_dequantize_gpu(const tq_qtensor* q, float* out);
 /* Pick the GPU when present, else the CPU reference. */
 tq_status tq_quantize(const float* w, tq_qtensor* q, const char* what);
 tq_status tq_dequantize(const tq_qtensor* q, float* out);
+
+/* ---- additions (codec helper) ---------------------------------------------------------------------
+ * Dequantize rows [row0, row0 + nrows) of q into out [nrows x cols] (fp32 / bf16 bits). CPU reference,
+ * multi-threaded over rows. What streaming readers (inference, export, validation) use. */
+tq_status tq_dequantize_rows_ref(const tq_qtensor* q, int64_t row0, int64_t nrows, float* out);
+tq_status tq_dequantize_bf16_ref(const tq_qtensor* q, uint16_t* out);
+/* Dispatching bf16 version (GPU when present). */
+tq_status tq_dequantize_bf16(const tq_qtensor* q, uint16_t* out);
+/* Threads used by the CPU reference: TQ_THREADS if set, else the online CPU count (bytes never depend
+ * on it). 1 forces the single-threaded path. */
+void tq_codec_set_threads(int n);
+int tq_codec_threads(void);
+/* Human-readable description of a codec's parts, e.g. "codes[row 68 B] norms[row 8 B] codebook[256 B]". */
+void tq_codec_describe(const tq_qtensor* q, char* buf, size_t cap);
 
 #endif

@@ -7,6 +7,7 @@
 #ifndef TQ_ARCH_H
 #define TQ_ARCH_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ckpt.h"
@@ -39,6 +40,7 @@ typedef enum {
     TQ_ROLE_SHARED_DOWN,
     TQ_ROLE_SHARED_EXPERT_GATE, /* shared_expert_gate: hidden -> 1 */
     TQ_ROLE_ROUTER,
+    TQ_ROLE_EXPERT_GATE_UP,     /* fused experts (transformers v5 layout): mlp.experts.gate_up_proj [E, 2*I, h] */
     TQ_ROLE_COUNT
 } tq_role;
 
@@ -78,6 +80,13 @@ typedef struct {
     int64_t n_tensors;
     tq_arch_tensor* tensors;    /* sorted by name */
     char prefix[64];            /* "model." or "model.language_model." */
+    /* --- additions (arch.c) --- */
+    int vlm_wrapper;            /* config.json had a "text_config" (Qwen3.5 VLM layout) */
+    int fused_experts;          /* experts stored as 3-D mlp.experts.gate_up_proj / down_proj */
+    int n_full_layers, n_linear_layers, n_moe_layers;
+    int* layer_moe;             /* [n_layers] 1 when the layer's MLP is a routed MoE */
+    int mtp_layers;             /* mtp_num_hidden_layers / num_nextn_predict_layers (not in the inventory) */
+    int decoder_sparse_step;
 } tq_arch;
 
 /* Parse config.json text (top level, or its "text_config" for VLM wrappers). Missing or invalid
@@ -88,6 +97,28 @@ void tq_arch_free(tq_arch** pa);
 const tq_arch_tensor* tq_arch_find(const tq_arch* a, const char* name);
 int64_t tq_arch_param_count(const tq_arch* a);        /* total, every tensor */
 int64_t tq_arch_active_param_count(const tq_arch* a); /* per token: top_k of n_experts */
+
+/* Same as tq_arch_from_json with the expert layout chosen explicitly (fused = 1: 3-D
+ * mlp.experts.gate_up_proj [E, 2*I, h] and mlp.experts.down_proj [E, h, I], as transformers >= 5 saves
+ * Qwen3.5 MoE; fused = 0: per-expert mlp.experts.{e}.{gate,up,down}_proj.weight, the default). */
+tq_status tq_arch_from_json_layout(const char* config_json, int fused_experts, tq_arch** out);
+/* Descriptor of a checkpoint: its config.json, with the expert layout detected from its tensor names. */
+tq_status tq_arch_from_ckpt(const tq_ckpt* c, tq_arch** out);
+/* Tensors a checkpoint may hold that are not part of the text model (vision tower model.visual.*,
+ * visual.*, MTP head mtp.*, rotary inv_freq buffers): 1 when name is one of them. */
+int tq_arch_is_ignored_name(const char* name);
+/* One-line human description, e.g. "qwen3_5_moe: 48 layers (12 full + 36 linear attention), hidden 3072,
+ * 256 experts top-8 ...". Returns dst. */
+char* tq_arch_describe(const tq_arch* a, char* dst, size_t dst_cap);
+/* Rows/cols of a descriptor tensor (rows = product of all dims but the last). */
+int64_t tq_arch_tensor_rows(const tq_arch_tensor* t);
+int64_t tq_arch_tensor_cols(const tq_arch_tensor* t);
+int64_t tq_arch_tensor_numel(const tq_arch_tensor* t);
+/* Per-token KV elements (K and V, all full-attention layers) and the recurrent state elements per
+ * sequence of the linear-attention layers: conv state (K-1) x conv_dim plus the delta-rule state
+ * Hv x dk x dv, summed over the linear layers. */
+int64_t tq_arch_kv_elems_per_token(const tq_arch* a);
+int64_t tq_arch_recurrent_state_elems(const tq_arch* a);
 
 /* Check a checkpoint's inventory against the descriptor: missing, unexpected and wrong-shape tensors
  * are listed (up to a limit) in one TQ_ERR_FORMAT message. The "model.language_model." prefix of

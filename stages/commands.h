@@ -15,5 +15,21 @@ typedef struct {
 } tq_command;
 
 /* Declarations: one line per command (keep sorted). */
+int tq_cmd_allocate(int argc, char** argv);
+int tq_cmd_codec_stats(int argc, char** argv);
+int tq_cmd_convert(int argc, char** argv);
+int tq_cmd_estimate(int argc, char** argv);
+int tq_cmd_eval(int argc, char** argv);
+int tq_cmd_export(int argc, char** argv);
+int tq_cmd_generate(int argc, char** argv);
+int tq_cmd_inspect(int argc, char** argv);
+int tq_cmd_publish(int argc, char** argv);
+int tq_cmd_resume(int argc, char** argv);
+int tq_cmd_run(int argc, char** argv);
+int tq_cmd_stage(int argc, char** argv);
+int tq_cmd_status(int argc, char** argv);
+int tq_cmd_submit(int argc, char** argv);
+int tq_cmd_synth(int argc, char** argv);
+int tq_cmd_verify(int argc, char** argv);
 
 #endif

@@ -16,6 +16,17 @@ static int cmd_version(int argc, char** argv)
 static const tq_command commands[] = {
     /* one line per command: {name, function, summary} */
     {"version", cmd_version, "print the version"},
+    {"convert", tq_cmd_convert, "llama2.c .bin -> Hugging Face safetensors checkpoint (and --reverse)"},
+    {"synth", tq_cmd_synth, "write a synthetic checkpoint with the exact inventory of a config.json"},
+    {"inspect", tq_cmd_inspect, "describe a checkpoint; --verify reads every byte over the MPI ranks"},
+    {"codec-stats", tq_cmd_codec_stats, "bits/weight, NMSE, max error and speed of one codec (Gaussian or a tensor)"},
+    {"estimate", tq_cmd_estimate, "memory planner: weights, KV cache and state for a config or checkpoint"},
+    {"verify", tq_cmd_verify, "check a packed artifact: every checksum, index vs shards vs plan"},
+    {"export", tq_cmd_export, "dequantize an artifact into a Hugging Face safetensors checkpoint"},
+    {"allocate", tq_cmd_allocate, "choose a codec per tensor under a size budget (sensitivity table -> plan.txt)"},
+    {"eval", tq_cmd_eval, "perplexity, KL and top-1 of a checkpoint or artifact, with KV cache codecs (MPI)"},
+    {"generate", tq_cmd_generate, "greedy decoding from BOS (+ prompt), printed like llama2.c"},
+    {"publish", tq_cmd_publish, "verified artifact -> upload directory with model card and SHA256SUMS"},
 };
 
 static void usage(FILE* f)

@@ -1,0 +1,305 @@
+/* verify_units.c — read + XXH3 + NaN/Inf count of work units (see verify_units.h).
+ * The chunk loop keeps one buffer of ~chunk_bytes: read whole rows, hash them, scan them, next. A chunk
+ * of a few MiB stays in L2/L3 between the read copy and the two scans, which is what lets this keep up
+ * with `cat` from page cache. */
+#include "verify_units.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h" /* defines: tq_xxh_stream, tq_xxh64 */
+#include "log.h"
+
+// ------------------------------------------------------------------------------------------------
+// NaN / Inf scan: branch-free counting loops that the compiler vectorizes.
+
+#pragma GCC push_options
+#pragma GCC optimize("O3")
+static void scan16(const uint16_t* h, size_t n, uint16_t expmask, uint16_t infval, int64_t* nspecial, int64_t* ninf)
+{
+    /* special: exponent all ones; inf: exponent all ones and mantissa zero (sign ignored) */
+    size_t i = 0;
+    int64_t s = 0, f = 0;
+    while (i < n) {
+        size_t m = n - i < 65535 ? n - i : 65535; /* 16-bit lanes: keep counts below overflow */
+        uint32_t ss = 0, ff = 0;
+        for (size_t j = 0; j < m; j++) {
+            uint16_t v = h[i + j];
+            ss += (uint16_t)((v & expmask) == expmask);
+            ff += (uint16_t)((v & 0x7fffu) == infval);
+        }
+        s += ss;
+        f += ff;
+        i += m;
+    }
+    *nspecial = s;
+    *ninf = f;
+}
+
+static void scan32(const uint32_t* u, size_t n, int64_t* nspecial, int64_t* ninf)
+{
+    int64_t s = 0, f = 0;
+    for (size_t j = 0; j < n; j++) {
+        uint32_t v = u[j];
+        s += (v & 0x7f800000u) == 0x7f800000u;
+        f += (v & 0x7fffffffu) == 0x7f800000u;
+    }
+    *nspecial = s;
+    *ninf = f;
+}
+#pragma GCC pop_options
+
+static int64_t first_nonfinite(const void* data, tq_dtype t, size_t n)
+{
+    if (t == TQ_F32) {
+        const uint32_t* u = data;
+        for (size_t i = 0; i < n; i++)
+            if ((u[i] & 0x7f800000u) == 0x7f800000u) return (int64_t)i;
+    } else {
+        const uint16_t* h = data;
+        uint16_t m = t == TQ_BF16 ? 0x7f80u : 0x7c00u;
+        for (size_t i = 0; i < n; i++)
+            if ((h[i] & m) == m) return (int64_t)i;
+    }
+    return -1;
+}
+
+int64_t tq_count_nonfinite(const void* data, tq_dtype t, size_t n, int64_t* nan, int64_t* inf)
+{
+    int64_t s = 0, f = 0;
+    if (t == TQ_F32) scan32(data, n, &s, &f);
+    else if (t == TQ_BF16) scan16(data, n, 0x7f80u, 0x7f80u, &s, &f);
+    else if (t == TQ_F16) scan16(data, n, 0x7c00u, 0x7c00u, &s, &f);
+    *nan = s - f;
+    *inf = f;
+    return s ? first_nonfinite(data, t, n) : -1;
+}
+
+// ------------------------------------------------------------------------------------------------
+// local verification
+
+static tq_status verify_one(const tq_ckpt* c, const tq_unit* un, void** buf, size_t* cap, size_t chunk,
+                            const tq_verify_opts* o, uint64_t* done, tq_unit_check* r)
+{
+    const tq_tensor_info* t = tq_ckpt_find(c, un->name);
+    if (!t) return tq_fail(TQ_ERR_NOTFOUND, "tensor %s of the shard plan is not in checkpoint %s", un->name, tq_ckpt_dir(c));
+    size_t es = tq_dtype_size(t->dtype);
+    uint64_t row_bytes = (uint64_t)tq_tensor_cols(t) * es;
+    if (row_bytes != un->row_bytes || un->row0 < 0 || un->row0 + un->nrows > tq_tensor_rows(t))
+        return tq_fail(TQ_ERR_ARG, "unit %s rows [%lld, %lld) does not match the tensor in %s (%lld rows of %llu bytes)",
+                       un->name, (long long)un->row0, (long long)(un->row0 + un->nrows), tq_ckpt_dir(c),
+                       (long long)tq_tensor_rows(t), (unsigned long long)row_bytes);
+    if (row_bytes == 0 || un->nrows == 0) {
+        r->xxh = tq_xxh64("", 0, 0);
+        return TQ_OK;
+    }
+    int64_t rows_per = (int64_t)(chunk / row_bytes);
+    if (rows_per < 1) rows_per = 1;
+    size_t need = (size_t)(rows_per * (int64_t)row_bytes);
+    if (need > *cap) { /* only when one row is larger than the chunk */
+        void* nb = realloc(*buf, need);
+        if (!nb) return tq_fail(TQ_ERR_NOMEM, "out of memory for a %zu-byte row of %s", need, un->name);
+        *buf = nb;
+        *cap = need;
+    }
+    tq_xxh_stream* hs = NULL;
+    int one_chunk = un->nrows <= rows_per;
+    if (!one_chunk) {
+        hs = tq_xxh_create();
+        if (!hs) return tq_fail(TQ_ERR_NOMEM, "out of memory (xxh state)");
+    }
+    tq_status rc = TQ_OK;
+    for (int64_t row = 0; row < un->nrows; row += rows_per) {
+        int64_t nr = un->nrows - row < rows_per ? un->nrows - row : rows_per;
+        size_t nb = (size_t)nr * (size_t)row_bytes;
+        rc = tq_ckpt_read_raw(c, t, un->row0 + row, nr, *buf, *cap);
+        if (rc != TQ_OK) break;
+        if (one_chunk) r->xxh = tq_xxh64(*buf, nb, 0);
+        else tq_xxh_update(hs, *buf, nb);
+        int64_t nan = 0, inf = 0;
+        int64_t first = tq_count_nonfinite(*buf, t->dtype, nb / es, &nan, &inf);
+        if (first >= 0 && r->first_bad < 0) r->first_bad = (int64_t)(row * (int64_t)(row_bytes / es)) + first;
+        r->nan += nan;
+        r->inf += inf;
+        r->bytes += nb;
+        *done += nb;
+        if (o && o->progress) tq_progress_update(o->progress, o->progress_base + (double)*done);
+    }
+    if (!one_chunk) {
+        if (rc == TQ_OK) r->xxh = tq_xxh_digest(hs);
+        tq_xxh_free(&hs);
+    }
+    return rc;
+}
+
+tq_status tq_verify_units(const tq_ckpt* c, const tq_unitlist* u, const int64_t* idx, int64_t n,
+                          const tq_verify_opts* opts, tq_unit_check* out, tq_verify_stats* st)
+{
+    if (!c || !u || n < 0 || (n > 0 && !out)) return tq_fail(TQ_ERR_ARG, "tq_verify_units: bad arguments");
+    tq_verify_opts o = {0};
+    if (opts) o = *opts;
+    size_t chunk = o.chunk_bytes ? o.chunk_bytes : TQ_VERIFY_DEFAULT_CHUNK;
+    size_t cap = chunk;
+    void* buf = malloc(cap);
+    if (!buf) return tq_fail(TQ_ERR_NOMEM, "out of memory for a %zu-byte read buffer", cap);
+    tq_verify_stats s = {0};
+    double t0 = tq_rt_time();
+    uint64_t done = 0;
+    tq_status first_err = TQ_OK;
+    char first_msg[1024] = "";
+    for (int64_t i = 0; i < n; i++) {
+        int64_t k = idx ? idx[i] : i;
+        tq_unit_check* r = &out[i];
+        memset(r, 0, sizeof *r);
+        r->first_bad = -1;
+        if (k < 0 || k >= u->n_units) {
+            r->status = tq_fail(TQ_ERR_ARG, "unit index %lld out of range (%lld units)", (long long)k, (long long)u->n_units);
+        } else {
+            tq_status rc = verify_one(c, &u->units[k], &buf, &cap, chunk, &o, &done, r);
+            r->status = (int32_t)rc;
+        }
+        if (r->status != TQ_OK) {
+            r->xxh = 0;
+            s.failed++;
+            if (o.log_errors) TQ_LOG(TQ_LOG_WARN, "verify: %s", tq_last_error());
+            if (first_err == TQ_OK) {
+                first_err = (tq_status)r->status;
+                snprintf(first_msg, sizeof first_msg, "%s", tq_last_error());
+            }
+        }
+        s.units++;
+        s.bytes += r->bytes;
+        s.nan += r->nan;
+        s.inf += r->inf;
+    }
+    s.seconds = tq_rt_time() - t0;
+    snprintf(s.first_error, sizeof s.first_error, "%s", first_msg);
+    free(buf);
+    if (st) *st = s;
+    if (first_err != TQ_OK) return tq_fail(first_err, "%s", first_msg);
+    return TQ_OK;
+}
+
+uint64_t tq_verify_tensor_xxh(const tq_unit_check* checks, int64_t n)
+{
+    if (n == 1) return checks[0].xxh;
+    tq_xxh_stream* s = tq_xxh_create();
+    if (!s) return 0;
+    for (int64_t i = 0; i < n; i++) {
+        unsigned char le[8];
+        for (int b = 0; b < 8; b++) le[b] = (unsigned char)(checks[i].xxh >> (8 * b));
+        tq_xxh_update(s, le, 8);
+    }
+    uint64_t h = tq_xxh_digest(s);
+    tq_xxh_free(&s);
+    return h;
+}
+
+// ------------------------------------------------------------------------------------------------
+// collective verification
+
+/* What each rank sends to rank 0: its stats, then (unit index, result) pairs. */
+typedef struct {
+    int64_t unit;
+    tq_unit_check r;
+} unit_rec;
+
+tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* plan, const tq_verify_opts* opts,
+                         tq_unit_check** all_out, tq_verify_stats** rank_stats_out, tq_verify_stats* total)
+{
+    *all_out = NULL;
+    *rank_stats_out = NULL;
+    memset(total, 0, sizeof *total);
+    int rank = rt && rt->size > 0 ? rt->rank : 0;
+    int size = rt && rt->size > 0 ? rt->size : 1;
+    tq_status rc = TQ_OK;
+    if (plan->n_ranks != size)
+        rc = tq_fail(TQ_ERR_ARG, "shard plan has %d ranks but the job runs %d", plan->n_ranks, size);
+
+    int64_t n = 0;
+    const int64_t* mine = rc == TQ_OK ? tq_shardplan_rank_units(plan, rank, &n) : NULL;
+    size_t sendlen = sizeof(tq_verify_stats) + (size_t)n * sizeof(unit_rec);
+    char* send = rc == TQ_OK ? calloc(1, sendlen) : NULL;
+    tq_unit_check* res = rc == TQ_OK ? calloc((size_t)(n ? n : 1), sizeof *res) : NULL;
+    if (rc == TQ_OK && (!send || !res)) rc = tq_fail(TQ_ERR_NOMEM, "out of memory for %lld unit results", (long long)n);
+    tq_verify_stats st = {0};
+    if (rc == TQ_OK) {
+        /* Read errors are results, not failures of the collective: they go to rank 0 like the rest. */
+        (void)tq_verify_units(c, plan->units, mine, n, opts, res, &st);
+        memcpy(send, &st, sizeof st);
+        unit_rec* recs = (unit_rec*)(send + sizeof st);
+        for (int64_t i = 0; i < n; i++) {
+            recs[i].unit = mine[i];
+            recs[i].r = res[i];
+        }
+    }
+    free(res);
+    rc = tq_rt_agree(rt, rc);
+    if (rc != TQ_OK) {
+        free(send);
+        return rc;
+    }
+
+    void* gathered = NULL;
+    size_t* counts = NULL;
+    rc = tq_rt_gather_bytes(rt, send, sendlen, &gathered, &counts);
+    free(send);
+    rc = tq_rt_agree(rt, rc);
+    if (rc != TQ_OK) {
+        free(gathered);
+        free(counts);
+        return rc;
+    }
+
+    /* totals everywhere (so every rank can exit with the same code) */
+    uint64_t sums[5] = {st.bytes, (uint64_t)st.units, (uint64_t)st.failed, (uint64_t)st.nan, (uint64_t)st.inf};
+    double secs = st.seconds;
+    tq_status mrc = tq_rt_allreduce_sum_u64(rt, sums, 5);
+    if (mrc == TQ_OK) mrc = tq_rt_allreduce_max_f64(rt, &secs, 1);
+    if (mrc != TQ_OK) {
+        free(gathered);
+        free(counts);
+        return mrc;
+    }
+    total->bytes = sums[0];
+    total->units = (int64_t)sums[1];
+    total->failed = (int64_t)sums[2];
+    total->nan = (int64_t)sums[3];
+    total->inf = (int64_t)sums[4];
+    total->seconds = secs;
+
+    if (rank == 0) {
+        int64_t nu = plan->units->n_units;
+        tq_unit_check* all = calloc((size_t)(nu ? nu : 1), sizeof *all);
+        tq_verify_stats* rs = calloc((size_t)size, sizeof *rs);
+        if (!all || !rs) {
+            free(all);
+            free(rs);
+            free(gathered);
+            free(counts);
+            return tq_fail(TQ_ERR_NOMEM, "out of memory on rank 0 for %lld unit results", (long long)nu);
+        }
+        for (int64_t i = 0; i < nu; i++) {
+            all[i].status = TQ_ERR_NOTFOUND; /* overwritten below: every unit belongs to one rank */
+            all[i].first_bad = -1;
+        }
+        const char* p = gathered;
+        for (int r = 0; r < size; r++) {
+            memcpy(&rs[r], p, sizeof rs[r]);
+            size_t nrec = (counts[r] - sizeof(tq_verify_stats)) / sizeof(unit_rec);
+            const char* q = p + sizeof(tq_verify_stats);
+            for (size_t i = 0; i < nrec; i++) {
+                unit_rec rec;
+                memcpy(&rec, q + i * sizeof rec, sizeof rec);
+                if (rec.unit >= 0 && rec.unit < nu) all[rec.unit] = rec.r;
+            }
+            p += counts[r];
+        }
+        *all_out = all;
+        *rank_stats_out = rs;
+    }
+    free(gathered);
+    free(counts);
+    return TQ_OK;
+}

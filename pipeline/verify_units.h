@@ -1,0 +1,78 @@
+/* verify_units.h — read every byte of a list of work units (pipeline/shardplan.h) of a checkpoint,
+ * checksum it and count NaN/Inf values: what `tqpipe inspect --verify` and the pipeline's ingest stage
+ * both run.
+ *
+ * Reading: each unit's rows are read through tq_ckpt_read_raw in chunks of about `chunk_bytes` (large
+ * sequential preads, whole rows) into one buffer that is reused for every unit, so memory per rank is
+ * bounded by max(chunk_bytes, largest row) whatever the model size. Each chunk is hashed (streaming
+ * XXH3-64, seed 0) and scanned for NaN/Inf while it is still in cache.
+ *
+ * Checksums: a unit's xxh is XXH3-64 of its stored bytes (rows [row0, row0+nrows) as in the file).
+ * A tensor's checksum (tq_verify_tensor_xxh) is the unit xxh itself when the tensor is one unit, else
+ * XXH3-64 over the little-endian u64 xxh of its slices in row order. Units do not depend on the rank
+ * count, so neither do the checksums.
+ *
+ * NaN/Inf: per element of the stored dtype (bf16, f16, f32). They are counted, not treated as errors:
+ * the caller decides (inspect --verify fails, ingest refuses the input). */
+#ifndef TQ_VERIFY_UNITS_H
+#define TQ_VERIFY_UNITS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ckpt.h"      /* defines: tq_ckpt, tq_ckpt_read_raw */
+#include "rt.h"        /* defines: tq_rt, tq_progress */
+#include "shardplan.h" /* defines: tq_unitlist, tq_unit, tq_shardplan */
+#include "status.h"
+
+#define TQ_VERIFY_DEFAULT_CHUNK ((size_t)4 << 20)
+
+/* Result for one unit. */
+typedef struct {
+    uint64_t xxh;        /* XXH3-64 (seed 0) of the unit's bytes; 0 when status != TQ_OK */
+    uint64_t bytes;      /* bytes read */
+    int64_t nan, inf;    /* NaN / +-Inf elements */
+    int64_t first_bad;   /* element index (within the unit) of the first NaN/Inf, -1 when none */
+    int32_t status;      /* tq_status: TQ_OK, or the read error of this unit (message in the log) */
+    int32_t pad_;
+} tq_unit_check;
+
+typedef struct {
+    size_t chunk_bytes;    /* read size per pread (whole rows); 0 -> TQ_VERIFY_DEFAULT_CHUNK */
+    tq_progress* progress; /* optional: updated with progress_base + bytes read so far */
+    double progress_base;
+    int log_errors;        /* log each unit read error (TQ_LOG WARN) */
+} tq_verify_opts;
+
+typedef struct {
+    uint64_t bytes;        /* bytes read */
+    double seconds;        /* wall time of the loop */
+    int64_t units, failed; /* units verified, units whose read failed */
+    int64_t nan, inf;      /* totals */
+    char first_error[256]; /* message of the first failed unit ("" when none) */
+} tq_verify_stats;
+
+/* LOCAL. Verify units u->units[idx[i]] for i < n (idx NULL: units 0..n-1) of checkpoint c; results
+ * in out[i] (n entries). Keeps going after a unit's read error so one pass lists every problem.
+ * @return TQ_OK when every unit was read (NaN/Inf do not count as errors); otherwise the first read
+ *         error (tq_last_error names the file/tensor); TQ_ERR_NOMEM; TQ_ERR_ARG for bad arguments. */
+tq_status tq_verify_units(const tq_ckpt* c, const tq_unitlist* u, const int64_t* idx, int64_t n,
+                          const tq_verify_opts* opts, tq_unit_check* out, tq_verify_stats* st);
+
+/* COLLECTIVE. Every rank verifies its own units of plan (plan->n_ranks must equal rt->size), then
+ * the results are gathered on rank 0: *all_out (rank 0 only, malloc'd) gets one entry per unit of
+ * plan->units (indexed like the unit list) and *rank_stats_out (rank 0 only, malloc'd, rt->size entries)
+ * each rank's stats. *total (every rank) gets the summed stats, with seconds = the slowest rank.
+ * @return TQ_OK when the collective part worked, even if some units failed or hold NaN/Inf (look at
+ *         total->failed / nan / inf, identical on every rank); an agreed error status otherwise. */
+tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* plan, const tq_verify_opts* opts,
+                         tq_unit_check** all_out, tq_verify_stats** rank_stats_out, tq_verify_stats* total);
+
+/* Tensor checksum from its units' results (see top). checks[] and units[] are parallel arrays of
+ * the tensor's units, in row order. */
+uint64_t tq_verify_tensor_xxh(const tq_unit_check* checks, int64_t n);
+
+/* Count NaN and Inf elements in n elements of dtype t; returns the index of the first one, or -1. */
+int64_t tq_count_nonfinite(const void* data, tq_dtype t, size_t n, int64_t* nan, int64_t* inf);
+
+#endif
