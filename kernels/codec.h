@@ -7,9 +7,11 @@
  *   bin1            sign bits after rotation + one fp16 scale per group
  *   ter             ternary {-s,0,+s} per group (absmean threshold), 5 trits per byte
  *   rtn2..rtn8      asymmetric round-to-nearest per group, fp16 scale + fp16 min (like Q4_1)
- *   int8            symmetric int8 per output channel (row), fp16... see codec_*.c
+ *   int8            symmetric int8 per output channel (row), one f32 scale per row
  *   fp16, bf16, f32 stored as is
  * A codec instance is (name, group); group g in {64, 128, 256} runs along the input dimension (cols).
+ * The exact byte layout of every codec (what CUDA kernels and the Python reader implement) is in
+ * docs/CODECS.md; the CPU reference is kernels/codec_ref.c (+ hadamard.c, lloydmax.c).
  *
  * Packed layout: a quantized tensor is a small set of named parts ("codes", "norms", ...). Every part
  * that depends on the weights is laid out row by row with a fixed byte count per row (row_bytes), so
@@ -93,10 +95,14 @@ tq_status tq_qtensor_layout(tq_qtensor* q, const tq_codec* c, int64_t rows, int6
 void tq_qtensor_release(tq_qtensor* q);
 const tq_qpart* tq_qtensor_part(const tq_qtensor* q, const char* name);
 
-/* Quantize w [rows x cols, row-major fp32] into q (allocated by tq_qtensor_alloc). CPU reference.
- * `what` names the tensor in error messages. NaN/Inf in w -> TQ_ERR_NUMERIC naming tensor and row. */
+/* Quantize w [rows x cols, row-major fp32] into q (allocated by tq_qtensor_alloc). CPU reference,
+ * multi-threaded over rows (tq_codec_set_threads; the bytes never depend on the thread count).
+ * `what` names the tensor in error messages. NaN/Inf in w -> TQ_ERR_NUMERIC naming tensor and row
+ * (row numbers count from the first row of w, i.e. within the slice). A group norm/scale beyond the
+ * fp16 range -> TQ_ERR_NUMERIC (keep such a tensor bf16/int8). Writes the per-tensor parts too. */
 tq_status tq_quantize_ref(const float* w, tq_qtensor* q, const char* what);
-/* Dequantize q into out [rows x cols fp32]. */
+/* Dequantize q into out [rows x cols fp32]. Codebooks are read from q's parts. A norm/scale part
+ * holding fp16 NaN/Inf -> TQ_ERR_CORRUPT. */
 tq_status tq_dequantize_ref(const tq_qtensor* q, float* out);
 
 /* GPU versions (same bytes as the reference, see kernels/<name>.cu). TQ_ERR_NOGPU when the build has no

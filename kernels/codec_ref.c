@@ -203,6 +203,34 @@ static tq_status tq_too_big(const tq_ctx* X, int64_t row, int64_t col, double v,
 // ------------------------------------------------------------------------------------------------
 // tq stages
 
+typedef float tq_v4f __attribute__((vector_size(16)));
+typedef int32_t tq_v4i __attribute__((vector_size(16)));
+
+/* codes[i] = #{t : y[i]*inv > bd[t]} (nbnd ascending boundaries), four lanes at a time (GNU vector
+ * extension: the same fp32 products and comparisons as the scalar expression, so identical codes). */
+static void tq_codes_count(uint8_t* codes, const float* y, int d, float inv, const float* bd, int nbnd)
+{
+    int i = 0;
+    const tq_v4f vinv = {inv, inv, inv, inv};
+    for (; i + 4 <= d; i += 4) {
+        tq_v4f u;
+        memcpy(&u, y + i, sizeof u);
+        u = u * vinv;
+        tq_v4i c = {0, 0, 0, 0};
+        for (int t = 0; t < nbnd; t++) {
+            const tq_v4f b = {bd[t], bd[t], bd[t], bd[t]};
+            c -= (u > b); /* a true lane is -1 */
+        }
+        for (int k = 0; k < 4; k++) codes[i + k] = (uint8_t)c[k];
+    }
+    for (; i < d; i++) {
+        const float u = y[i] * inv;
+        int c = 0;
+        for (int t = 0; t < nbnd; t++) c += u > bd[t];
+        codes[i] = (uint8_t)c;
+    }
+}
+
 /* One TurboQuant stage on x (one row): writes packed codes and fp16 norms; recon (optional) receives
  * the dequantized row exactly as tq_stage_dq computes it. */
 static tq_status tq_stage_q(const tq_ctx* X, const tq_stage* st, const float* x, uint8_t* codes_dst,
@@ -231,13 +259,11 @@ static tq_status tq_stage_q(const tq_ctx* X, const tq_stage* st, const float* x,
         } else {
             const float inv = 1.0f / n;
             double dot = 0.0, cc = 0.0;
+            tq_codes_count(S->codes + s, y + s, d, inv, bd, nbnd);
             for (int i = 0; i < d; i++) {
-                const float u = y[s + i] * inv;
-                int c = 0; /* = #{t : u > bd[t]}, bd ascending: branchless binary search */
-                for (int step = (nbnd + 1) >> 1; step >= 1; step >>= 1) c += (u > bd[c + step - 1]) ? step : 0;
-                S->codes[s + i] = (uint8_t)c;
-                dot += (double)y[s + i] * (double)cb[c];
-                cc += (double)cb[c] * (double)cb[c];
+                const float cv = cb[S->codes[s + i]];
+                dot += (double)y[s + i] * (double)cv;
+                cc += (double)cv * (double)cv;
             }
             double sc = X->plain_norm ? nd : (cc > 0.0 ? dot / cc : 0.0);
             h = tq_f32_to_f16((float)sc);
@@ -460,7 +486,7 @@ static tq_status tq_dequant_row(const tq_ctx* X, int64_t r, float* out, tq_scrat
             int d;
             tq_rot_block(cols, g, k, &s, &d);
             const float m = tq_f16_to_f32(tq_get16(sc, k));
-            for (int i = 0; i < d; i++) out[s + i] = S->codes[s + i] ? m : -m;
+            for (int i = 0; i < d; i++) out[s + i] = (float)(2 * (int)S->codes[s + i] - 1) * m; /* ±m, branch free */
         }
         tq_rot_inverse_row(out, cols, g, X->st[0].signs);
         return TQ_OK;

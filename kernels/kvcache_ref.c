@@ -158,6 +158,7 @@ struct tq_kv_cache {
     float* scores;       /* [max_tokens] */
     float* work;         /* scratch: 8 * d + lookup tables */
     float* table;        /* d * 256 */
+    float* plain;        /* [2][max_tokens x d]: one head of plain-coded K and V decoded for the dot products */
 };
 
 static size_t vec_index(const tq_kv_cache* c, int layer, int head, int pos)
@@ -231,7 +232,8 @@ tq_status tq_kv_create(const tq_kv_config* cfg, tq_kv_cache** out)
         c->scores = malloc((size_t)cfg->max_tokens * sizeof(float));
         c->work = malloc((size_t)d * 8 * sizeof(float));
         c->table = malloc((size_t)d * 256 * sizeof(float));
-        if (!c->len || !c->scores || !c->work || !c->table) rc = tq_fail(TQ_ERR_NOMEM, "KV cache: out of memory");
+        c->plain = malloc((size_t)2 * cfg->max_tokens * d * sizeof(float));
+        if (!c->len || !c->scores || !c->work || !c->table || !c->plain) rc = tq_fail(TQ_ERR_NOMEM, "KV cache: out of memory");
     }
     if (rc != TQ_OK) {
         tq_kv_free(&c);
@@ -256,6 +258,7 @@ void tq_kv_free(tq_kv_cache** pc)
     free(c->scores);
     free(c->work);
     free(c->table);
+    free(c->plain);
     free(c);
     *pc = NULL;
 }
@@ -525,9 +528,20 @@ tq_status tq_kv_attend(tq_kv_cache* c, int layer, const float* q, int T, int pos
     float* kvec = c->work + 4 * d;
     float* table = c->table;
     const float qjl_c = sqrtf((float)(3.14159265358979323846 / 2.0)) / (float)d;
+    const int Pmax = pos0 + T;
+    float* kplain = c->plain;
+    float* vplain = c->plain + (size_t)c->cfg.max_tokens * d;
     for (int hq = 0; hq < nh; hq++) {
         int g = hq / grp;
         size_t vi = ((size_t)layer * nkv + g) * d;
+        if (hq % grp == 0) { /* new KV head: decode its plain-coded K / V positions once (fp16/bf16/int8) */
+            if (ks->codec.kind != TQ_KV_TQ)
+                for (int p = 0; p < Pmax; p++)
+                    decode_plain(ks, d, ks->data + vec_index(c, layer, g, p) * ks->vb, kplain + (size_t)p * d);
+            if (vs->codec.kind != TQ_KV_TQ)
+                for (int p = 0; p < Pmax; p++)
+                    decode_plain(vs, d, vs->data + vec_index(c, layer, g, p) * vs->vb, vplain + (size_t)p * d);
+        }
         for (int t = 0; t < T; t++) {
             const float* qv = q + (size_t)t * nh * d + (size_t)hq * d;
             int P = pos0 + t + 1;
@@ -572,10 +586,9 @@ tq_status tq_kv_attend(tq_kv_cache* c, int layer, const float* q, int T, int pos
                 }
             } else {
                 for (int p = 0; p < P; p++) {
-                    const uint8_t* src = ks->data + vec_index(c, layer, g, p) * ks->vb;
-                    decode_plain(ks, d, src, kvec);
+                    const float* kv_ = kplain + (size_t)p * d;
                     float sc = 0;
-                    for (int j = 0; j < d; j++) sc += qv[j] * kvec[j];
+                    for (int j = 0; j < d; j++) sc += qv[j] * kv_[j];
                     c->scores[p] = sc * scale;
                 }
             }
@@ -621,10 +634,9 @@ tq_status tq_kv_attend(tq_kv_cache* c, int layer, const float* q, int T, int pos
                 rotate_inv(vs, vs->chan + vi, vs->sign + vi, acc, o, tmp);
             } else {
                 for (int p = 0; p < P; p++) {
-                    const uint8_t* src = vs->data + vec_index(c, layer, g, p) * vs->vb;
-                    decode_plain(vs, d, src, kvec);
+                    const float* vv = vplain + (size_t)p * d;
                     float w = c->scores[p] * inv;
-                    for (int j = 0; j < d; j++) acc[j] += w * kvec[j];
+                    for (int j = 0; j < d; j++) acc[j] += w * vv[j];
                 }
                 memcpy(o, acc, (size_t)d * sizeof(float));
             }

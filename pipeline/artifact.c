@@ -1,7 +1,7 @@
 /* artifact.c — the tqpipe artifact: HDF5 shard writer, JSON index writer, reader (see artifact.h and
  * docs/FORMAT.md). Serial HDF5 only (sec2 driver, one process per file).
  *
- * Shard file layout (HDF5, libver bounds v18..v18, no object timestamps):
+ * Shard file layout (HDF5, libver bounds v110..v110, no object timestamps):
  *   /                         attrs: format, format_version, tqpipe_version, shard, shard_count,
  *                                    zstd_level, config_json
  *   /tensors/<tensor name>    group, attrs: codec, group_size, bits, rbits, seed (hex), rows, cols,
@@ -15,10 +15,12 @@
 #include "artifact.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -147,7 +149,7 @@ static hid_t tq_fapl(void)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0) return fapl;
-    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 ||
+    if (H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0 ||
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
         H5Pclose(fapl);
         return -1;
@@ -211,11 +213,93 @@ uint64_t tq_artifact_checksum(const tq_qtensor* q)
     return h;
 }
 
+/* XXH3-64 of a whole file (streamed). Internal, also used by artifact_verify.c. */
+tq_status tq_artifact_file_xxh3(const char* path, uint64_t* out);
+tq_status tq_artifact_file_xxh3(const char* path, uint64_t* out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return tq_errno_status(errno, "opening", path);
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return tq_errno_status(e, "stat of", path);
+    }
+    if (st.st_size > 0) { /* mmap: no copy out of the page cache */
+        void* m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m != MAP_FAILED) {
+            (void)madvise(m, (size_t)st.st_size, MADV_SEQUENTIAL);
+            *out = tq_xxh64(m, (size_t)st.st_size, 0);
+            munmap(m, (size_t)st.st_size);
+            close(fd);
+            return TQ_OK;
+        }
+    }
+    const size_t cap = (size_t)8 << 20;
+    uint8_t* buf = malloc(cap);
+    tq_xxh_stream* s = tq_xxh_create();
+    tq_status rc = buf && s ? TQ_OK : tq_fail(TQ_ERR_NOMEM, "out of memory hashing %s", path);
+    for (uint64_t off = 0; rc == TQ_OK && off < (uint64_t)st.st_size;) {
+        size_t n = (uint64_t)st.st_size - off < cap ? (size_t)((uint64_t)st.st_size - off) : cap;
+        rc = tq_pread_full(fd, buf, n, off, path);
+        if (rc == TQ_OK) tq_xxh_update(s, buf, n);
+        off += n;
+    }
+    if (rc == TQ_OK) *out = tq_xxh_digest(s);
+    tq_xxh_free(&s);
+    free(buf);
+    close(fd);
+    return rc;
+}
+
+/* Sidecar "<shard>.xxh3" = "<xxh3 hex> <size> <inode> <mtime ns>\n", written by tq_shard_commit after
+ * the shard is durable and read (then removed) by the index writer, so rank 0 never re-reads shards
+ * written by other ranks. It is a cache, not a commit record: it is not fsynced, and the index writer
+ * trusts it only when size, inode and mtime still match the shard; otherwise it hashes the shard. */
+static void tq_sidecar_path(char* out, size_t cap, const char* shard_path)
+{
+    snprintf(out, cap, "%s.xxh3", shard_path);
+}
+
+static void tq_sidecar_write(const char* shard_path, uint64_t h)
+{
+    struct stat st;
+    char side[4200], tmp[4300], text[128], hex[17];
+    if (stat(shard_path, &st) != 0) return;
+    tq_sidecar_path(side, sizeof side, shard_path);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", side, (long)getpid());
+    tq_xxh_hex(h, hex);
+    int n = snprintf(text, sizeof text, "%s %lld %llu %lld\n", hex, (long long)st.st_size, (unsigned long long)st.st_ino,
+                     (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return;
+    int ok = tq_write_full(fd, text, (size_t)n, tmp) == TQ_OK;
+    close(fd);
+    if (!ok || rename(tmp, side) != 0) unlink(tmp);
+}
+
+/* The sidecar's checksum when it still describes the shard, else hash the shard. */
+static tq_status tq_shard_file_checksum(const char* shard_path, uint64_t* out)
+{
+    char side[4200], *text = NULL, hex[17];
+    long long size = -1, mt = -1;
+    unsigned long long ino = 0;
+    struct stat st;
+    tq_sidecar_path(side, sizeof side, shard_path);
+    int ok = tq_read_file(side, &text, NULL) == TQ_OK && sscanf(text, "%16s %lld %llu %lld", hex, &size, &ino, &mt) == 4 &&
+             stat(shard_path, &st) == 0 && size == (long long)st.st_size && ino == (unsigned long long)st.st_ino &&
+             mt == (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec && tq_parse_hex64(hex, out) == 0;
+    free(text);
+    if (!ok) tq_clear_error();
+    return ok ? TQ_OK : tq_artifact_file_xxh3(shard_path, out);
+}
+
 // ------------------------------------------------------------------------------------------------
 // writer
 
 struct tq_shard_writer {
     hid_t file, tensors;
+    int fd;                /* the sec2 driver's descriptor, to start writeback early (-1: unknown) */
     hid_t gcpl;            /* groups: no timestamps */
     int k, n, level;
     int64_t count;
@@ -243,6 +327,7 @@ tq_status tq_shard_create(const char* dir, int k, int n, const tq_artifact_meta*
     tq_shard_writer* w = calloc(1, sizeof *w);
     TQ_RETURN_IF(!w, TQ_ERR_NOMEM, "out of memory");
     w->file = w->tensors = w->gcpl = -1;
+    w->fd = -1;
     w->k = k;
     w->n = n;
     w->level = level;
@@ -264,8 +349,12 @@ tq_status tq_shard_create(const char* dir, int k, int n, const tq_artifact_meta*
         rc = tq_hdf5_write_status("creating shard", w->tmp);
         goto fail;
     }
+    void* vfd = NULL;
+    w->fd = H5Fget_vfd_handle(w->file, fapl, &vfd) >= 0 && vfd ? *(int*)vfd : -1;
     w->gcpl = H5Pcreate(H5P_GROUP_CREATE);
     TQ_GOTO_IF(w->gcpl < 0 || H5Pset_obj_track_times(w->gcpl, 0) < 0, TQ_ERR_HDF5, hfail);
+    /* the ~13 tensor attributes stay in the object header (dense storage costs ~2 KB per tensor) */
+    TQ_GOTO_IF(H5Pset_attr_phase_change(w->gcpl, 32, 24) < 0, TQ_ERR_HDF5, hfail);
     TQ_CHECK_GOTO(tq_attr_str(w->file, "format", TQ_ARTIFACT_FORMAT), fail);
     TQ_CHECK_GOTO(tq_attr_i64(w->file, "format_version", TQ_ARTIFACT_FORMAT_VERSION), fail);
     TQ_CHECK_GOTO(tq_attr_str(w->file, "tqpipe_version", TQ_VERSION), fail);
@@ -443,6 +532,9 @@ tq_status tq_shard_add(tq_shard_writer* w, const tq_artifact_desc* d, const tq_q
     for (int i = 0; i < q->nparts; i++) TQ_CHECK_GOTO(tq_write_part(w, g, &q->codec, &q->part[i], q->rows, name), out);
     memcpy(w->last, name, nl + 1);
     w->count++;
+    /* start writing this tensor's pages to disk now (asynchronously), so the fsync at commit only waits
+     * for the tail: disk writes overlap with producing and hashing the rest */
+    if (w->fd >= 0) (void)sync_file_range(w->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
     if (checksum_out) *checksum_out = sum;
 out:
     if (g >= 0) H5Gclose(g);
@@ -466,8 +558,12 @@ tq_status tq_shard_commit(tq_shard_writer** pw)
         tq_shard_abort(pw);
         return rc;
     }
-    rc = tq_commit_rename(w->tmp, w->path);
+    /* whole-file checksum for the index (the file is hot in the page cache now) */
+    uint64_t fh = 0;
+    rc = tq_artifact_file_xxh3(w->tmp, &fh);
+    if (rc == TQ_OK) rc = tq_commit_rename(w->tmp, w->path);
     if (rc != TQ_OK) unlink(w->tmp);
+    if (rc == TQ_OK) tq_sidecar_write(w->path, fh);
     free(w);
     *pw = NULL;
     return rc;
@@ -687,8 +783,12 @@ tq_status tq_artifact_write_index(const char* dir, int nshards, const tq_artifac
             }
         }
         H5Fclose(f);
-        json_array_append_new(shards, json_pack("{s:s, s:I, s:I}", "file", name, "bytes", (json_int_t)st.st_size,
-                                                "tensors", (json_int_t)l.n));
+        uint64_t fh = 0;
+        char hex[17];
+        if (rc == TQ_OK) rc = tq_shard_file_checksum(path, &fh);
+        tq_xxh_hex(fh, hex);
+        json_array_append_new(shards, json_pack("{s:s, s:I, s:I, s:s}", "file", name, "bytes", (json_int_t)st.st_size,
+                                                "tensors", (json_int_t)l.n, "xxh3", hex));
         tq_namelist_free(&l);
         if (rc != TQ_OK) goto out;
     }
@@ -710,6 +810,13 @@ tq_status tq_artifact_write_index(const char* dir, int nshards, const tq_artifac
     shards = NULL;
     TQ_GOTO_FAIL(!root, TQ_ERR_NOMEM, out, "cannot build the index for %s (invalid UTF-8 in metadata?)", dir);
     rc = tq_index_dump(dir, root);
+    for (int k = 0; rc == TQ_OK && k < nshards; k++) { /* the index now holds the file checksums */
+        char name[64], path[4096], side[4200];
+        tq_artifact_shard_name(k, nshards, name, sizeof name);
+        if (tq_join(path, sizeof path, dir, name) != TQ_OK) continue;
+        tq_sidecar_path(side, sizeof side, path);
+        unlink(side);
+    }
 out:
     json_decref(shards);
     json_decref(root);
@@ -743,6 +850,7 @@ struct tq_artifact {
     int nshards;
     char** shard_files;
     uint64_t* shard_bytes;
+    uint64_t* shard_xxh3;    /* whole-file checksums (0 when the index has none) */
     int64_t* shard_tensors;
     int64_t n;
     tq_artifact_tensor* t;
@@ -831,8 +939,9 @@ tq_status tq_artifact_open(const char* dir, tq_artifact** out)
     a->nshards = (int)json_array_size(shards);
     a->shard_files = calloc((size_t)a->nshards, sizeof *a->shard_files);
     a->shard_bytes = calloc((size_t)a->nshards, sizeof *a->shard_bytes);
+    a->shard_xxh3 = calloc((size_t)a->nshards, sizeof *a->shard_xxh3);
     a->shard_tensors = calloc((size_t)a->nshards, sizeof *a->shard_tensors);
-    TQ_GOTO_FAIL(!a->shard_files || !a->shard_bytes || !a->shard_tensors, TQ_ERR_NOMEM, out, "out of memory");
+    TQ_GOTO_FAIL(!a->shard_files || !a->shard_bytes || !a->shard_tensors || !a->shard_xxh3, TQ_ERR_NOMEM, out, "out of memory");
     for (int k = 0; k < a->nshards; k++) {
         const char* file = NULL;
         json_int_t bytes = 0, nt = 0;
@@ -845,6 +954,9 @@ tq_status tq_artifact_open(const char* dir, tq_artifact** out)
                      expect);
         a->shard_files[k] = strdup(file);
         a->shard_bytes[k] = (uint64_t)bytes;
+        const char* fx = json_string_value(json_object_get(json_array_get(shards, (size_t)k), "xxh3"));
+        TQ_GOTO_FAIL(fx && tq_parse_hex64(fx, &a->shard_xxh3[k]) < 0, TQ_ERR_FORMAT, out, "%s: shard %d: bad xxh3 '%s'",
+                     path, k + 1, fx);
         a->shard_tensors[k] = nt;
     }
     a->n = (int64_t)json_object_size(tens);
@@ -887,6 +999,7 @@ void tq_artifact_close(tq_artifact** pa)
     for (int k = 0; k < a->nshards && a->shard_files; k++) free(a->shard_files[k]);
     free(a->shard_files);
     free(a->shard_bytes);
+    free(a->shard_xxh3);
     free(a->shard_tensors);
     free(a->t);
     free(a->config_json);
@@ -923,10 +1036,11 @@ uint64_t tq_artifact_total_bytes(const tq_artifact* a) { return a ? a->total_byt
 int64_t tq_artifact_total_params(const tq_artifact* a) { return a ? a->total_params : 0; }
 
 /* Internal (artifact_verify.c): shard file info from the index. */
-const char* tq_artifact_shard_file(const tq_artifact* a, int k, uint64_t* bytes, int64_t* ntensors);
-const char* tq_artifact_shard_file(const tq_artifact* a, int k, uint64_t* bytes, int64_t* ntensors)
+const char* tq_artifact_shard_file(const tq_artifact* a, int k, uint64_t* bytes, int64_t* ntensors, uint64_t* xxh3);
+const char* tq_artifact_shard_file(const tq_artifact* a, int k, uint64_t* bytes, int64_t* ntensors, uint64_t* xxh3)
 {
     if (!a || k < 0 || k >= a->nshards) return NULL;
+    if (xxh3) *xxh3 = a->shard_xxh3[k];
     if (bytes) *bytes = a->shard_bytes[k];
     if (ntensors) *ntensors = a->shard_tensors[k];
     return a->shard_files[k];

@@ -13,7 +13,8 @@
 #include "log.h" /* defines: TQ_LOG */
 
 /* from artifact.c (internal) */
-const char* tq_artifact_shard_file(const tq_artifact* a, int k, uint64_t* bytes, int64_t* ntensors);
+const char* tq_artifact_shard_file(const tq_artifact* a, int k, uint64_t* bytes, int64_t* ntensors, uint64_t* xxh3);
+tq_status tq_artifact_file_xxh3(const char* path, uint64_t* out);
 
 typedef struct {
     tq_status first;
@@ -166,9 +167,9 @@ tq_status tq_artifact_verify(const char* dir, const char* plan_text, int worker,
     }
     for (int k = 0; k < ns; k++) {
         if (k % nworkers != worker) continue;
-        uint64_t want = 0;
+        uint64_t want = 0, fh = 0;
         int64_t nt = 0;
-        const char* file = tq_artifact_shard_file(a, k, &want, &nt);
+        const char* file = tq_artifact_shard_file(a, k, &want, &nt, &fh);
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, file);
         struct stat st;
@@ -209,6 +210,15 @@ tq_status tq_artifact_verify(const char* dir, const char* plan_text, int worker,
         if (count != nt)
             tq_vproblem(&v, tq_fail(TQ_ERR_FORMAT, "index: shard %s should hold %lld tensors, the tensor list puts %lld in it",
                                     path, (long long)nt, (long long)count));
+        /* whole file: catches changes outside tensor data too (HDF5 metadata, attributes, slack) */
+        uint64_t got = 0;
+        tq_status r = fh ? tq_artifact_file_xxh3(path, &got) : TQ_OK;
+        if (r != TQ_OK)
+            tq_vproblem(&v, r);
+        else if (fh && got != fh)
+            tq_vproblem(&v, tq_fail(TQ_ERR_CORRUPT, "shard %s: file checksum mismatch (XXH3 %016llx, index records %016llx): "
+                                    "the file was modified (outside the tensor data if no tensor error is reported)",
+                                    path, (unsigned long long)got, (unsigned long long)fh));
     }
     tq_artifact_close(&a);
     if (v.first != TQ_OK) tq_fail(v.first, "%s", v.first_msg);

@@ -33,7 +33,7 @@ tq_status tq_errno_status(int err, const char* what, const char* path)
     else if (err == ENOENT || err == ENOTDIR) s = TQ_ERR_NOTFOUND;
     else if (err == ENOMEM) s = TQ_ERR_NOMEM;
     const char* hint = "";
-    if (s == TQ_ERR_NOSPACE) hint = " (free space or raise the quota, then rerun: finished work is kept)";
+    if (s == TQ_ERR_NOSPACE) hint = " (free space or raise the quota, then rerun)";
     else if (err == EACCES || err == EPERM) hint = " (check the permissions)";
     return tq_fail(s, "%s %s: %s%s", what ? what : "I/O on", path ? path : "(unnamed file)", strerror(err), hint);
 }

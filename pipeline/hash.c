@@ -9,6 +9,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 #include <xxhash.h>
+#if defined(__x86_64__) && defined(__has_include)
+#if __has_include(<xxh_x86dispatch.h>)
+#include <xxh_x86dispatch.h> /* (rt) XXH3 entry points -> libxxhash's runtime AVX2/AVX-512 dispatch: same hashes, ~1.5x faster */
+#endif
+#endif
 
 #include "fileio.h"
 

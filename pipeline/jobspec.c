@@ -245,8 +245,11 @@ static tq_status get_size(const pctx* c, const yaml_node_t* n, const char* key, 
 static tq_status check_codec(const pctx* c, const yaml_node_t* n, const char* name, int group)
 {
     tq_codec cd;
-    if (tq_codec_parse(name, group, &cd) != TQ_OK)
-        return perr(c, n, "unknown codec or group '%s' (group %d): %s", name, group, tq_last_error());
+    if (tq_codec_parse(name, group, &cd) != TQ_OK) {
+        char why[1024];
+        tq_fmt(why, sizeof why, "%s", tq_last_error());
+        return perr(c, n, "unknown codec or group '%s' (group %d): %s", name, group, why);
+    }
     return TQ_OK;
 }
 
@@ -528,7 +531,7 @@ static tq_status stage_pair(pctx* c, const char* key, yaml_node_t* k, yaml_node_
             j->zstd_level = (int)x;
             return TQ_OK;
         }
-        if (!strcmp(key, "shard_size")) return get_size(c, v, key, 1 << 20, &j->shard_size);
+        if (!strcmp(key, "shard_size")) return get_size(c, v, key, 4096, &j->shard_size);
         break;
     case TQ_STAGE_VALIDATE:
         if (!strcmp(key, "data")) {
@@ -751,17 +754,19 @@ tq_status tq_job_parse(const char* text, const char* path, const char* launch_di
     /* codecs: default, rules (group = rule's or the stage's) */
     if (job->stage[TQ_STAGE_QUANTIZE].enabled) {
         tq_codec cd;
+        char why[1024];
         if (tq_codec_parse(job->codec, job->group, &cd) != TQ_OK) {
+            tq_fmt(why, sizeof why, "%s", tq_last_error());
             rc = tq_fail(TQ_ERR_FORMAT, "%s:%d: stages.quantize: codec '%s' with group %d: %s", path,
-                         job->stage[TQ_STAGE_QUANTIZE].line, job->codec, job->group, tq_last_error());
+                         job->stage[TQ_STAGE_QUANTIZE].line, job->codec, job->group, why);
             goto out;
         }
         for (int i = 0; i < job->n_rules; i++) {
             tq_codec_rule* r = &job->rules[i];
             int g = r->group ? r->group : job->group;
             if (tq_codec_parse(r->codec, g, &cd) != TQ_OK) {
-                rc = tq_fail(TQ_ERR_FORMAT, "%s:%d: rule codec '%s' with group %d: %s", path, r->line, r->codec, g,
-                             tq_last_error());
+                tq_fmt(why, sizeof why, "%s", tq_last_error());
+                rc = tq_fail(TQ_ERR_FORMAT, "%s:%d: rule codec '%s' with group %d: %s", path, r->line, r->codec, g, why);
                 goto out;
             }
         }

@@ -309,9 +309,10 @@ static tq_status apply_journal(tq_manifest* m, const char* path, int attempt)
     TQ_FORWARD(tq_read_file(path, &text, &len));
     char* p = text;
     char* l;
+    const int ends_complete = len > 0 && text[len - 1] == '\n';
     while ((l = next_line(&p))) {
         /* a line without its newline is the torn tail of a killed append: ignore */
-        if ((size_t)(p - text) == len && (len == 0 || text[len - 1] != '\n')) {
+        if ((size_t)(p - text) == len && !ends_complete && (size_t)(l - text) + strlen(l) == len) {
             m->torn_lines++;
             break;
         }

@@ -252,6 +252,8 @@ struct tq_model {
     float eps;
     int nq, nkv, hd, hidden, vocab;
     size_t bytes;
+    tq_linear_observer obs; /* calibration hook (pipeline/calib.h), NULL when unset */
+    void* obs_ctx;
 };
 
 static tq_status load_tensor(tq_model* m, tq_wsource* src, const char* name, int64_t rows, int64_t cols, float** out)
@@ -499,6 +501,21 @@ int tq_model_max_position(const tq_model* m)
 {
     return m->arch->max_position;
 }
+void tq_model_set_observer(tq_model* m, tq_linear_observer fn, void* ctx)
+{
+    m->obs = fn;
+    m->obs_ctx = ctx;
+}
+
+/* Report a linear layer's input to the calibration hook (no-op without one). */
+static tq_status observe_input(const tq_model* m, int l, const char* suffix, const float* x, int rows, int cols)
+{
+    if (!m->obs || rows <= 0) return TQ_OK;
+    char n[TQ_MAX_NAME + 64];
+    snprintf(n, sizeof n, "%slayers.%d.%s", m->arch->prefix, l, suffix);
+    return m->obs(m->obs_ctx, n, x, rows, cols);
+}
+
 size_t tq_model_weight_bytes(const tq_model* m)
 {
     return m->bytes;
@@ -537,7 +554,7 @@ tq_status tq_model_embed(const tq_model* m, const int* tokens, int T, float* x)
 }
 
 /* MoE feed-forward: xb [T x h] -> out [T x h] (added into x). */
-static tq_status moe_ffn(const tq_model* m, const layer_w* L, const float* xb, int T, float* x)
+static tq_status moe_ffn(const tq_model* m, const layer_w* L, int l, const float* xb, int T, float* x)
 {
     const tq_arch* a = m->arch;
     int E = a->n_experts, K = a->top_k, h = m->hidden, mi = a->moe_intermediate;
@@ -554,6 +571,7 @@ static tq_status moe_ffn(const tq_model* m, const layer_w* L, const float* xb, i
     TQ_GOTO_FAIL(!logits || !sel || !wsel || !rows || !rw || !xin || !g || !u || !o, TQ_ERR_NOMEM, out,
                  "out of memory (MoE)");
     TQ_GOTO_FAIL(K <= 0 || K > E, TQ_ERR_FORMAT, out, "MoE config: top_k %d with %d experts", K, E);
+    TQ_CHECK_GOTO(observe_input(m, l, "mlp.gate.weight", xb, T, h), out);
     tq_matmul_ref(logits, xb, L->router, NULL, T, h, E);
     for (int t = 0; t < T; t++) {
         float* lg = logits + (size_t)t * E;
@@ -584,9 +602,14 @@ static tq_status moe_ffn(const tq_model* m, const layer_w* L, const float* xb, i
                     n++;
                 }
         if (!n) continue;
+        char en[96];
+        snprintf(en, sizeof en, "mlp.experts.%d.gate_proj.weight", e);
+        TQ_CHECK_GOTO(observe_input(m, l, en, xin, n, h), out);
         tq_matmul_ref(g, xin, L->e_gate[e], NULL, n, h, mi);
         tq_matmul_ref(u, xin, L->e_up[e], NULL, n, h, mi);
         tq_swiglu_ref(g, u, (int64_t)n * mi);
+        snprintf(en, sizeof en, "mlp.experts.%d.down_proj.weight", e);
+        TQ_CHECK_GOTO(observe_input(m, l, en, g, n, mi), out);
         tq_matmul_ref(o, g, L->e_down[e], NULL, n, mi, h);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < h; j++) x[(size_t)rows[i] * h + j] += rw[i] * o[(size_t)i * h + j];
@@ -626,6 +649,7 @@ tq_status tq_model_layers(const tq_model* m, tq_kv_cache* kv, float* x, int T, i
         TQ_GOTO_FAIL(tq_kv_len(kv, ll) != pos0, TQ_ERR_ARG, out,
                      "KV cache of layer %d holds %d tokens but the batch starts at position %d", l, tq_kv_len(kv, ll), pos0);
         tq_rmsnorm_ref(xb, x, L->attn_norm, T, h, m->eps);
+        TQ_CHECK_GOTO(observe_input(m, l, "self_attn.q_proj.weight", xb, T, h), out);
         tq_matmul_ref(q, xb, L->wq, L->bq, T, h, qd);
         tq_matmul_ref(k, xb, L->wk, L->bk, T, h, kd);
         tq_matmul_ref(v, xb, L->wv, L->bv, T, h, kd);
@@ -639,15 +663,18 @@ tq_status tq_model_layers(const tq_model* m, tq_kv_cache* kv, float* x, int T, i
         }
         TQ_CHECK_GOTO(tq_kv_append(kv, ll, k, v, T), out);
         TQ_CHECK_GOTO(tq_kv_attend(kv, ll, q, T, pos0, scale, att), out);
+        TQ_CHECK_GOTO(observe_input(m, l, "self_attn.o_proj.weight", att, T, qd), out);
         tq_matmul_ref(xb, att, L->wo, L->bo, T, qd, h);
         for (size_t i = 0; i < (size_t)T * h; i++) x[i] += xb[i];
         tq_rmsnorm_ref(xb, x, L->ffn_norm, T, h, m->eps);
         if (L->moe) {
-            TQ_CHECK_GOTO(moe_ffn(m, L, xb, T, x), out);
+            TQ_CHECK_GOTO(moe_ffn(m, L, l, xb, T, x), out);
         } else {
+            TQ_CHECK_GOTO(observe_input(m, l, "mlp.gate_proj.weight", xb, T, h), out);
             tq_matmul_ref(hb, xb, L->w_gate, NULL, T, h, I);
             tq_matmul_ref(hb2, xb, L->w_up, NULL, T, h, I);
             tq_swiglu_ref(hb, hb2, (int64_t)T * I);
+            TQ_CHECK_GOTO(observe_input(m, l, "mlp.down_proj.weight", hb, T, I), out);
             tq_matmul_ref(xb, hb, L->w_down, NULL, T, I, h);
             for (size_t i = 0; i < (size_t)T * h; i++) x[i] += xb[i];
         }

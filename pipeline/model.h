@@ -80,4 +80,14 @@ tq_status tq_model_head(const tq_model* m, float* x, int T, float* logits);
 /* Convenience for one rank holding every layer: embed + layers + head. */
 tq_status tq_model_forward(const tq_model* m, tq_kv_cache* kv, const int* tokens, int T, int pos0, float* logits);
 
+/* Calibration hook (added by helper "alloc" for pipeline/calib.h): when set, tq_model_layers calls
+ * fn(ctx, weight, x, rows, cols) with the input rows x [rows x cols] of every linear layer just before it
+ * runs. Inputs shared by several weights are reported once, under the first weight's full name:
+ * "...self_attn.q_proj.weight" (also k/v), "...self_attn.o_proj.weight", "...mlp.gate_proj.weight" (also
+ * up), "...mlp.down_proj.weight"; MoE: "...mlp.gate.weight" (router), then per expert with only its
+ * routed rows "...mlp.experts.E.gate_proj.weight" (also up) and "...mlp.experts.E.down_proj.weight".
+ * A non-OK return aborts the forward pass with that status. fn NULL removes the hook. */
+typedef tq_status (*tq_linear_observer)(void* ctx, const char* weight, const float* x, int rows, int cols);
+void tq_model_set_observer(tq_model* m, tq_linear_observer fn, void* ctx);
+
 #endif

@@ -12,6 +12,7 @@
  *   the file the index names, and no file holds a tensor the index does not map to it. */
 #include "ckpt.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -502,10 +503,25 @@ tq_status tq_ckpt_open(const char* path, tq_ckpt** out)
         if (tq_file_exists(idx_path)) use_index = 1;
         else if (tq_file_exists(single)) single_name = TQ_ST_SINGLE;
         else {
-            rc = tq_fail(TQ_ERR_NOTFOUND,
-                         "%s has neither %s nor %s: pass a Hugging Face checkpoint directory (tqpipe convert makes one "
-                         "from a llama2.c .bin, tqpipe synth a synthetic one)",
-                         c->dir, TQ_ST_SINGLE, TQ_ST_INDEX);
+            char other[256] = "";
+            DIR* d = opendir(c->dir);
+            struct dirent* de;
+            while (d && (de = readdir(d)))
+                if (tq_ends_with(de->d_name, ".safetensors")) {
+                    snprintf(other, sizeof other, "%s", de->d_name);
+                    break;
+                }
+            if (d) closedir(d);
+            if (other[0])
+                rc = tq_fail(TQ_ERR_NOTFOUND,
+                             "%s has %s but neither %s nor %s: fetch the index of the sharded checkpoint, or pass the "
+                             ".safetensors file itself",
+                             c->dir, other, TQ_ST_SINGLE, TQ_ST_INDEX);
+            else
+                rc = tq_fail(TQ_ERR_NOTFOUND,
+                             "%s has neither %s nor %s: pass a Hugging Face checkpoint directory (tqpipe convert makes "
+                             "one from a llama2.c .bin, tqpipe synth a synthetic one)",
+                             c->dir, TQ_ST_SINGLE, TQ_ST_INDEX);
             goto fail;
         }
     } else {
@@ -689,4 +705,66 @@ tq_status tq_ckpt_read_f32(const tq_ckpt* c, const tq_tensor_info* t, int64_t ro
     }
     free(buf);
     return rc;
+}
+
+// ------------------------------------------------------------------------------------------------
+// batched reads
+
+typedef struct {
+    int file;
+    uint64_t off;
+    int64_t idx;
+} tq_forder;
+
+static int tq_forder_cmp(const void* a, const void* b)
+{
+    const tq_forder* x = a;
+    const tq_forder* y = b;
+    if (x->file != y->file) return x->file < y->file ? -1 : 1;
+    if (x->off != y->off) return x->off < y->off ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+tq_status tq_ckpt_file_order(const tq_ckpt* c, int64_t* idx, int64_t n)
+{
+    if (!c || !idx || n < c->n)
+        return tq_fail(TQ_ERR_ARG, "tq_ckpt_file_order: need room for %lld indices", (long long)(c ? c->n : 0));
+    tq_forder* o = malloc((size_t)(c->n + 1) * sizeof *o);
+    if (!o) return tq_fail(TQ_ERR_NOMEM, "no memory to order the tensors of %s", c->dir);
+    for (int64_t i = 0; i < c->n; i++) {
+        o[i].file = c->t[i].file_idx;
+        o[i].off = c->t[i].offset;
+        o[i].idx = i;
+    }
+    qsort(o, (size_t)c->n, sizeof *o, tq_forder_cmp);
+    for (int64_t i = 0; i < c->n; i++) idx[i] = o[i].idx;
+    free(o);
+    return TQ_OK;
+}
+
+tq_status tq_ckpt_read_batch(const tq_ckpt* c, const int64_t* idx, int64_t n, void* dst, size_t dst_cap)
+{
+    if (!c || (!idx && n > 0) || n < 0) return tq_fail(TQ_ERR_ARG, "tq_ckpt_read_batch: bad argument");
+    char* out = dst;
+    size_t used = 0;
+    int64_t i = 0;
+    while (i < n) {
+        TQ_RETURN_IF(idx[i] < 0 || idx[i] >= c->n, TQ_ERR_ARG, "tq_ckpt_read_batch: tensor index %lld out of range",
+                     (long long)idx[i]);
+        const tq_tensor_info* first = &c->t[idx[i]];
+        uint64_t run = first->nbytes;
+        int64_t j = i + 1;
+        while (j < n && idx[j] >= 0 && idx[j] < c->n) {
+            const tq_tensor_info* t = &c->t[idx[j]];
+            if (t->file_idx != first->file_idx || t->offset != first->offset + run) break;
+            run += t->nbytes;
+            j++;
+        }
+        TQ_RETURN_IF(run > dst_cap - used, TQ_ERR_ARG, "tq_ckpt_read_batch: buffer of %zu bytes too small at tensor %s",
+                     dst_cap, first->name);
+        if (run) TQ_FORWARD(tq_ckpt_pread(c, first, out + used, (size_t)run, first->offset));
+        used += (size_t)run;
+        i = j;
+    }
+    return TQ_OK;
 }

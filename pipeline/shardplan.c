@@ -40,8 +40,9 @@ tq_status tq_units_build(const tq_plan_tensor* t, int64_t n, uint64_t max_unit_b
             return tq_fail(TQ_ERR_ARG, "shard plan: tensor %" PRId64 " has an empty or too long name", i);
         }
         if (s[i].rows < 0) {
+            tq_status rc = tq_fail(TQ_ERR_ARG, "shard plan: tensor %s has %" PRId64 " rows", s[i].name, s[i].rows);
             free(s);
-            return tq_fail(TQ_ERR_ARG, "shard plan: tensor %s has %" PRId64 " rows", s[i].name, s[i].rows);
+            return rc;
         }
     }
     qsort(s, (size_t)n, sizeof *s, cmp_ptensor);

@@ -285,6 +285,18 @@ static void input_hash(const tq_run* run, const tq_run_state* st, tq_stage_id id
     tq_xxh_hex(tq_xxh64(buf, strlen(buf), 0), out);
 }
 
+tq_stage_id tq_run_first_outdated(const tq_run* run, const tq_run_state* st)
+{
+    for (int i = 0; i < TQ_STAGE_COUNT; i++) {
+        if (!run->job.stage[i].enabled) continue;
+        if (strcmp(st->s[i].status, "done")) return (tq_stage_id)i;
+        char ih[17];
+        input_hash(run, st, (tq_stage_id)i, ih);
+        if (strcmp(ih, st->s[i].input_hash)) return (tq_stage_id)i;
+    }
+    return TQ_STAGE_COUNT;
+}
+
 static void stage_dir(const tq_run* run, tq_stage_id id, char* out, size_t cap)
 {
     tq_fmt(out, cap, "%s/%s", run->dir, tq_stage_name(id));

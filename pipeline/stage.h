@@ -102,6 +102,15 @@ tq_status tq_stage_execute(const tq_rt* rt, tq_run* run, tq_stage_id id, int for
 /* First enabled stage that is not done (TQ_STAGE_COUNT when all are). LOCAL. */
 tq_stage_id tq_run_first_incomplete(const tq_run* run, const tq_run_state* st);
 
+/* First enabled stage that is not done, or done with inputs that changed since (job options or an
+ * earlier stage's output): where a resubmission must start. LOCAL. */
+tq_stage_id tq_run_first_outdated(const tq_run* run, const tq_run_state* st);
+
+/* stages/submit.c: write + submit the sbatch chain from `from` (exit code); 1 when sbatch exists. */
+int tq_submit_chain(const tq_run* run, tq_stage_id from, int dry_run);
+int tq_slurm_available(void);
+void tq_slurm_env_load(const char* run_dir); /* SLURM_CONF recorded at submit, when unset */
+
 /* ---- helpers for stage implementations --------------------------------------------------------- */
 
 /* COLLECTIVE: sum n int64 values over ranks in place. */

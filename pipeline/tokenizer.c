@@ -142,6 +142,16 @@ int tq_tokenizer_vocab(const tq_tokenizer* t)
     return t->vocab;
 }
 
+/* id of the piece a+b, or -1 (buf: scratch of 2 * max_len bytes) */
+static int merge_id(const tq_tokenizer* t, int a, int b, char* buf)
+{
+    size_t la = t->lens[a], lb = t->lens[b];
+    if (la + lb > (size_t)t->max_len * 2) return -1;
+    memcpy(buf, t->pieces[a], la);
+    memcpy(buf + la, t->pieces[b], lb);
+    return lookup(t, buf, la + lb);
+}
+
 tq_status tq_tokenizer_encode(const tq_tokenizer* t, const char* text, int bos, int eos, int* tokens, int* n)
 {
     TQ_RETURN_IF(!text, TQ_ERR_ARG, "tokenizer: NULL text");
@@ -169,27 +179,33 @@ tq_status tq_tokenizer_encode(const tq_tokenizer* t, const char* text, int bos, 
         }
         blen = 0;
     }
-    /* merge the best-scoring adjacent pair until none merges */
+    /* merge the best-scoring adjacent pair until none merges (ties: the leftmost pair, as run.c). The
+     * merge result of each adjacent pair is cached and only the two pairs touching a merge are redone. */
+    int* pair = malloc((size_t)(nt > 0 ? nt : 1) * sizeof(int)); /* id of tokens[i]+tokens[i+1] or -1 */
+    if (!pair) {
+        free(buf);
+        return tq_fail(TQ_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    for (int i = 0; i < nt; i++) pair[i] = i < nt - 1 ? merge_id(t, tokens[i], tokens[i + 1], buf) : -1;
     for (;;) {
         float best = -1e10f;
-        int best_id = -1, best_idx = -1;
-        for (int i = 0; i < nt - 1; i++) {
-            size_t la = t->lens[tokens[i]], lb = t->lens[tokens[i + 1]];
-            if (la + lb > (size_t)t->max_len * 2) continue;
-            memcpy(buf, t->pieces[tokens[i]], la);
-            memcpy(buf + la, t->pieces[tokens[i + 1]], lb);
-            int id = lookup(t, buf, la + lb);
-            if (id >= 0 && t->scores[id] > best) {
-                best = t->scores[id];
-                best_id = id;
+        int best_idx = -1;
+        for (int i = 0; i < nt - 1; i++)
+            if (pair[i] >= 0 && t->scores[pair[i]] > best) {
+                best = t->scores[pair[i]];
                 best_idx = i;
             }
-        }
         if (best_idx < 0) break;
-        tokens[best_idx] = best_id;
-        for (int i = best_idx + 1; i < nt - 1; i++) tokens[i] = tokens[i + 1];
+        tokens[best_idx] = pair[best_idx];
+        for (int i = best_idx + 1; i < nt - 1; i++) {
+            tokens[i] = tokens[i + 1];
+            pair[i] = pair[i + 1];
+        }
         nt--;
+        if (best_idx > 0) pair[best_idx - 1] = merge_id(t, tokens[best_idx - 1], tokens[best_idx], buf);
+        if (best_idx < nt - 1) pair[best_idx] = merge_id(t, tokens[best_idx], tokens[best_idx + 1], buf);
     }
+    free(pair);
     if (eos) tokens[nt++] = 2;
     free(buf);
     *n = nt;

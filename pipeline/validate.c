@@ -339,6 +339,7 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
                  "out of memory (window buffers: ctx %d x vocab %d)", ctx, V);
     rc = tq_rt_agree(rt, TQ_OK);
     if (rc != TQ_OK) goto agreed;
+    const int same_run = em.r == em.m && !strcmp(mt->kv_k, "fp16") && !strcmp(mt->kv_v, "fp16");
 
     tq_progress* prog = o->quiet ? NULL : tq_progress_start(rt, "evaluated", (double)nwin * (layers_mode ? rt->size : 1), "windows", 10.0);
     double done_w = 0;
@@ -348,7 +349,10 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
         const int* tok = tokens + wb[w];
         int T = we[w];
         if (em.r) rc = run_window(rt, layers_mode, em.r, em.kvr, tok, T, x, lr, 2 * w);
-        if (rc == TQ_OK) rc = run_window(rt, layers_mode, em.m, em.kvm, tok, T, x, lg, 2 * w + 1);
+        if (rc == TQ_OK && same_run && last)
+            memcpy(lg, lr, (size_t)T * V * sizeof(float)); /* identical weights and KV codecs: same logits */
+        else if (rc == TQ_OK && !same_run)
+            rc = run_window(rt, layers_mode, em.m, em.kvm, tok, T, x, lg, 2 * w + 1);
         if (rc == TQ_OK && last) {
             window_metrics(lg, em.r ? lr : NULL, tok, T, ws[w], V, vals + (size_t)w * V_N);
             for (int i = 0; i < V_N; i++)

@@ -46,6 +46,7 @@ typedef struct {
     int no_ref;              /* PPL only */
     double mem_per_rank;     /* bytes a rank may hold in weights (auto mode); 0 = 16 GiB */
     int quiet;
+    int threads;             /* BLAS threads per rank (0 = 1: results then do not depend on the machine) */
 } tq_eval_opts;
 
 typedef struct {

@@ -4,51 +4,79 @@
  * with `cat` from page cache. */
 #include "verify_units.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "fileio.h" /* defines: tq_pread_full, tq_errno_status */
 #include "hash.h" /* defines: tq_xxh_stream, tq_xxh64 */
 #include "log.h"
 
 // ------------------------------------------------------------------------------------------------
 // NaN / Inf scan: branch-free counting loops that the compiler vectorizes.
 
+/* Hot path: count elements whose exponent bits are all ones (NaN or Inf), one compare per element,
+ * 16-bit lane counters (blocks of < 65536 elements cannot overflow them). The Inf/NaN split and the
+ * first position are computed only when something was found (rare). target_clones builds an AVX2
+ * version next to the baseline one and picks it at load time. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TQ_SCAN_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TQ_SCAN_CLONES
+#endif
+
 #pragma GCC push_options
 #pragma GCC optimize("O3")
-static void scan16(const uint16_t* h, size_t n, uint16_t expmask, uint16_t infval, int64_t* nspecial, int64_t* ninf)
+TQ_SCAN_CLONES static int64_t special16(const uint16_t* h, size_t n, uint16_t mask)
 {
-    /* special: exponent all ones; inf: exponent all ones and mantissa zero (sign ignored) */
-    size_t i = 0;
-    int64_t s = 0, f = 0;
-    while (i < n) {
-        size_t m = n - i < 65535 ? n - i : 65535; /* 16-bit lanes: keep counts below overflow */
-        uint32_t ss = 0, ff = 0;
-        for (size_t j = 0; j < m; j++) {
-            uint16_t v = h[i + j];
-            ss += (uint16_t)((v & expmask) == expmask);
-            ff += (uint16_t)((v & 0x7fffu) == infval);
-        }
-        s += ss;
-        f += ff;
+    int64_t total = 0;
+    for (size_t i = 0; i < n;) {
+        size_t m = n - i < 32768 ? n - i : 32768;
+        uint16_t cnt = 0;
+        const uint16_t* p = h + i;
+        for (size_t j = 0; j < m; j++) cnt = (uint16_t)(cnt + ((p[j] & mask) == mask));
+        total += cnt;
         i += m;
     }
+    return total;
+}
+
+TQ_SCAN_CLONES static int64_t special32(const uint32_t* u, size_t n)
+{
+    int64_t total = 0;
+    for (size_t i = 0; i < n;) {
+        size_t m = n - i < 32768 ? n - i : 32768;
+        uint32_t cnt = 0;
+        const uint32_t* p = u + i;
+        for (size_t j = 0; j < m; j++) cnt += (p[j] & 0x7f800000u) == 0x7f800000u;
+        total += cnt;
+        i += m;
+    }
+    return total;
+}
+#pragma GCC pop_options
+
+static void scan16(const uint16_t* h, size_t n, uint16_t expmask, uint16_t infval, int64_t* nspecial, int64_t* ninf)
+{
+    int64_t s = special16(h, n, expmask), f = 0;
+    if (s)
+        for (size_t i = 0; i < n; i++) f += (h[i] & 0x7fffu) == infval;
     *nspecial = s;
     *ninf = f;
 }
 
 static void scan32(const uint32_t* u, size_t n, int64_t* nspecial, int64_t* ninf)
 {
-    int64_t s = 0, f = 0;
-    for (size_t j = 0; j < n; j++) {
-        uint32_t v = u[j];
-        s += (v & 0x7f800000u) == 0x7f800000u;
-        f += (v & 0x7fffffffu) == 0x7f800000u;
-    }
+    int64_t s = special32(u, n), f = 0;
+    if (s)
+        for (size_t i = 0; i < n; i++) f += (u[i] & 0x7fffffffu) == 0x7f800000u;
     *nspecial = s;
     *ninf = f;
 }
-#pragma GCC pop_options
 
 static int64_t first_nonfinite(const void* data, tq_dtype t, size_t n)
 {
@@ -96,8 +124,8 @@ static tq_status verify_one(const tq_ckpt* c, const tq_unit* un, void** buf, siz
     }
     int64_t rows_per = (int64_t)(chunk / row_bytes);
     if (rows_per < 1) rows_per = 1;
-    size_t need = (size_t)(rows_per * (int64_t)row_bytes);
-    if (need > *cap) { /* only when one row is larger than the chunk */
+    size_t need = (size_t)((rows_per < un->nrows ? rows_per : un->nrows) * (int64_t)row_bytes);
+    if (need > *cap) { /* grows lazily up to the chunk (or one row when a row is larger) */
         void* nb = realloc(*buf, need);
         if (!nb) return tq_fail(TQ_ERR_NOMEM, "out of memory for a %zu-byte row of %s", need, un->name);
         *buf = nb;
@@ -133,6 +161,69 @@ static tq_status verify_one(const tq_ckpt* c, const tq_unit* un, void** buf, siz
     return rc;
 }
 
+static double thread_cpu(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0.0;
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One requested unit, located in its file. */
+typedef struct {
+    int64_t pos;                /* index into out[] */
+    const tq_tensor_info* t;
+    uint64_t off, bytes;        /* absolute byte range in file t->file_idx */
+} vu_entry;
+
+static int cmp_entry(const void* a, const void* b)
+{
+    const vu_entry* x = a;
+    const vu_entry* y = b;
+    if (x->t->file_idx != y->t->file_idx) return x->t->file_idx < y->t->file_idx ? -1 : 1;
+    if (x->off != y->off) return x->off < y->off ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+/* Unit -> tensor for every unit: both lists are sorted by name, so one merge walk (cheaper than a
+ * binary search with long common prefixes per unit); tq_ckpt_find when the orders disagree. */
+static const tq_tensor_info* unit_tensor(const tq_ckpt* c, const tq_unit* un, int64_t* cursor)
+{
+    int64_t nt = tq_ckpt_count(c);
+    while (*cursor < nt) {
+        const tq_tensor_info* t = tq_ckpt_tensor(c, *cursor);
+        int d = strcmp(t->name, un->name);
+        if (d == 0) return t;
+        if (d > 0) break;
+        (*cursor)++;
+    }
+    return tq_ckpt_find(c, un->name);
+}
+
+static void account(tq_unit_check* r, const void* data, tq_dtype dt, size_t nb, uint64_t elem0)
+{
+    size_t es = tq_dtype_size(dt);
+    int64_t nan = 0, inf = 0;
+    int64_t first = tq_count_nonfinite(data, dt, nb / es, &nan, &inf);
+    if (first >= 0 && r->first_bad < 0) r->first_bad = (int64_t)elem0 + first;
+    r->nan += nan;
+    r->inf += inf;
+    r->bytes += nb;
+}
+
+/* Read a whole unit by itself through tq_ckpt_read_raw (the fallback that names the tensor when a
+ * coalesced read failed). */
+static tq_status verify_alone(const tq_ckpt* c, const tq_unit* un, void** buf, size_t* cap, size_t chunk,
+                              uint64_t* done, const tq_verify_opts* o, tq_unit_check* r)
+{
+    r->bytes = 0;
+    r->nan = r->inf = 0;
+    r->first_bad = -1;
+    uint64_t before = *done;
+    tq_status rc = verify_one(c, un, buf, cap, chunk, o, done, r);
+    if (rc != TQ_OK) *done = before + r->bytes;
+    return rc;
+}
+
 tq_status tq_verify_units(const tq_ckpt* c, const tq_unitlist* u, const int64_t* idx, int64_t n,
                           const tq_verify_opts* opts, tq_unit_check* out, tq_verify_stats* st)
 {
@@ -140,33 +231,122 @@ tq_status tq_verify_units(const tq_ckpt* c, const tq_unitlist* u, const int64_t*
     tq_verify_opts o = {0};
     if (opts) o = *opts;
     size_t chunk = o.chunk_bytes ? o.chunk_bytes : TQ_VERIFY_DEFAULT_CHUNK;
-    size_t cap = chunk;
-    void* buf = malloc(cap);
-    if (!buf) return tq_fail(TQ_ERR_NOMEM, "out of memory for a %zu-byte read buffer", cap);
+    chunk = chunk < 64 ? 64 : chunk & ~(size_t)63; /* whole elements in every piece */
+    size_t cap = 0;
+    void* buf = NULL; /* grows to what the largest read needs, at most ~chunk */
+    vu_entry* e = malloc((size_t)(n ? n : 1) * sizeof *e);
+    int nfiles = tq_ckpt_file_count(c);
+    int* fds = malloc((size_t)(nfiles > 0 ? nfiles : 1) * sizeof *fds);
+    if (!e || !fds) {
+        free(e);
+        free(fds);
+        return tq_fail(TQ_ERR_NOMEM, "out of memory for %lld unit entries", (long long)n);
+    }
+    for (int f = 0; f < nfiles; f++) fds[f] = -1;
     tq_verify_stats s = {0};
-    double t0 = tq_rt_time();
+    double t0 = tq_rt_time(), c0 = thread_cpu();
     uint64_t done = 0;
     tq_status first_err = TQ_OK;
     char first_msg[1024] = "";
+#define VU_FAIL(r_, rc_)                                                                            \
+    do {                                                                                           \
+        (r_)->status = (int32_t)(rc_);                                                             \
+        if (first_err == TQ_OK) {                                                                  \
+            first_err = (rc_);                                                                     \
+            snprintf(first_msg, sizeof first_msg, "%s", tq_last_error());                          \
+        }                                                                                          \
+        if (o.log_errors) TQ_LOG(TQ_LOG_WARN, "verify: %s", tq_last_error());                       \
+    } while (0)
+
+    /* 1. locate every unit; invalid ones fail right here */
+    int64_t ne = 0, cursor = 0;
     for (int64_t i = 0; i < n; i++) {
-        int64_t k = idx ? idx[i] : i;
         tq_unit_check* r = &out[i];
         memset(r, 0, sizeof *r);
         r->first_bad = -1;
+        int64_t k = idx ? idx[i] : i;
         if (k < 0 || k >= u->n_units) {
-            r->status = tq_fail(TQ_ERR_ARG, "unit index %lld out of range (%lld units)", (long long)k, (long long)u->n_units);
-        } else {
-            tq_status rc = verify_one(c, &u->units[k], &buf, &cap, chunk, &o, &done, r);
-            r->status = (int32_t)rc;
+            VU_FAIL(r, tq_fail(TQ_ERR_ARG, "unit index %lld out of range (%lld units)", (long long)k, (long long)u->n_units));
+            continue;
         }
+        const tq_unit* un = &u->units[k];
+        if (idx && i > 0 && idx[i - 1] > k) cursor = 0; /* idx not ascending: restart the walk */
+        const tq_tensor_info* t = unit_tensor(c, un, &cursor);
+        uint64_t row_bytes = t ? (uint64_t)tq_tensor_cols(t) * tq_dtype_size(t->dtype) : 0;
+        if (!t || row_bytes != un->row_bytes || un->row0 < 0 || un->nrows < 0 || un->row0 + un->nrows > tq_tensor_rows(t)) {
+            tq_status rj = verify_alone(c, un, &buf, &cap, chunk, &done, &o, r); /* names the problem */
+            if (rj == TQ_OK) rj = tq_fail(TQ_ERR_ARG, "unit %s does not match checkpoint %s", un->name, tq_ckpt_dir(c));
+            VU_FAIL(r, rj);
+            continue;
+        }
+        e[ne].pos = i;
+        e[ne].t = t;
+        e[ne].off = t->offset + (uint64_t)un->row0 * row_bytes;
+        e[ne].bytes = (uint64_t)un->nrows * row_bytes;
+        ne++;
+    }
+    /* 2. file order, then coalesced reads: a run of units close together in one file (gaps up to
+     *    1/8 of the chunk, bytes of other ranks' units) is one pread of at most `chunk` bytes. */
+    qsort(e, (size_t)ne, sizeof *e, cmp_entry);
+    const uint64_t max_gap = chunk / 8;
+    for (int64_t a = 0; a < ne;) {
+        const vu_entry* ea = &e[a];
+        int f = ea->t->file_idx;
+        int64_t b = a + 1;
+        uint64_t run0 = ea->off, run1 = ea->off + ea->bytes;
+        while (b < ne && e[b].t->file_idx == f && e[b].off >= run1 && e[b].off - run1 <= max_gap &&
+               e[b].off + e[b].bytes - run0 <= chunk) {
+            run1 = e[b].off + e[b].bytes;
+            b++;
+        }
+        tq_status rc = TQ_OK;
+        int64_t alone0 = a, alone1 = b; /* units to read one by one */
+        if (b - a > 1) {
+            /* several units close together: one pread on our own descriptor for the whole run */
+            const char* path = tq_ckpt_file_path(c, f);
+            if (fds[f] < 0) {
+                fds[f] = open(path, O_RDONLY | O_CLOEXEC);
+                if (fds[f] >= 0) (void)posix_fadvise(fds[f], 0, 0, POSIX_FADV_SEQUENTIAL);
+            }
+            size_t need = (size_t)(run1 - run0);
+            if (fds[f] < 0) {
+                rc = tq_errno_status(errno, "opening", path);
+            } else if (need > cap) {
+                void* nb = realloc(buf, need);
+                if (nb) {
+                    buf = nb;
+                    cap = need;
+                } else {
+                    rc = tq_fail(TQ_ERR_NOMEM, "out of memory for a %zu-byte read buffer", need);
+                }
+            }
+            if (rc == TQ_OK) rc = tq_pread_full(fds[f], buf, need, run0, path);
+            for (int64_t j = a; rc == TQ_OK && j < b; j++) {
+                tq_unit_check* r = &out[e[j].pos];
+                const unsigned char* p = (const unsigned char*)buf + (e[j].off - run0);
+                r->xxh = tq_xxh64(p, (size_t)e[j].bytes, 0);
+                account(r, p, e[j].t->dtype, (size_t)e[j].bytes, 0);
+                done += e[j].bytes;
+            }
+            /* on failure nothing was counted: redo them one by one for exact tensor names */
+            if (rc == TQ_OK) alone1 = alone0;
+        }
+        /* one unit at a time through tq_ckpt_read_raw, in row chunks of ~chunk bytes */
+        for (int64_t j = alone0; j < alone1; j++) {
+            tq_unit_check* r = &out[e[j].pos];
+            const tq_unit* un = &u->units[idx ? idx[e[j].pos] : e[j].pos];
+            tq_status rj = verify_alone(c, un, &buf, &cap, chunk, &done, &o, r);
+            if (rj != TQ_OK) VU_FAIL(r, rj);
+        }
+        if (o.progress) tq_progress_update(o.progress, o.progress_base + (double)done);
+        a = b;
+    }
+#undef VU_FAIL
+    for (int64_t i = 0; i < n; i++) {
+        tq_unit_check* r = &out[i];
         if (r->status != TQ_OK) {
             r->xxh = 0;
             s.failed++;
-            if (o.log_errors) TQ_LOG(TQ_LOG_WARN, "verify: %s", tq_last_error());
-            if (first_err == TQ_OK) {
-                first_err = (tq_status)r->status;
-                snprintf(first_msg, sizeof first_msg, "%s", tq_last_error());
-            }
         }
         s.units++;
         s.bytes += r->bytes;
@@ -174,7 +354,12 @@ tq_status tq_verify_units(const tq_ckpt* c, const tq_unitlist* u, const int64_t*
         s.inf += r->inf;
     }
     s.seconds = tq_rt_time() - t0;
+    s.cpu_seconds = thread_cpu() - c0;
     snprintf(s.first_error, sizeof s.first_error, "%s", first_msg);
+    for (int f = 0; f < nfiles; f++)
+        if (fds[f] >= 0) close(fds[f]);
+    free(fds);
+    free(e);
     free(buf);
     if (st) *st = s;
     if (first_err != TQ_OK) return tq_fail(first_err, "%s", first_msg);

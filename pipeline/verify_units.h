@@ -47,6 +47,7 @@ typedef struct {
 typedef struct {
     uint64_t bytes;        /* bytes read */
     double seconds;        /* wall time of the loop */
+    double cpu_seconds;    /* CPU time of the calling thread in the loop (user + system) */
     int64_t units, failed; /* units verified, units whose read failed */
     int64_t nan, inf;      /* totals */
     char first_error[256]; /* message of the first failed unit ("" when none) */

@@ -16,6 +16,9 @@ typedef struct {
 
 /* Declarations: one line per command (keep sorted). */
 int tq_cmd_allocate(int argc, char** argv);
+int tq_cmd_apply_plan(int argc, char** argv);
+int tq_cmd_calibrate(int argc, char** argv);
+int tq_cmd_sensitivity(int argc, char** argv);
 int tq_cmd_codec_stats(int argc, char** argv);
 int tq_cmd_convert(int argc, char** argv);
 int tq_cmd_estimate(int argc, char** argv);

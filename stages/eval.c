@@ -40,6 +40,7 @@ static void eval_usage(FILE* f)
             "  --no-ref           perplexity only\n"
             "  --parallel MODE    seq (whole model per rank, windows spread), layers (pipeline parallel),\n"
             "                     auto (default: seq unless the fp32 model exceeds --mem-per-rank GB, 16)\n"
+            "  --threads N        BLAS threads per rank (default 1, so numbers do not depend on the machine)\n"
             "  --save-metrics     with --artifact: store the metrics JSON in the artifact index\n"
             "  --json             print the metrics as JSON\n");
 }
@@ -104,7 +105,8 @@ int tq_cmd_eval(int argc, char** argv)
             }
             i++;
         } else if (v && (!strcmp(a, "--ctx") || !strcmp(a, "--stride") || !strcmp(a, "--max-tokens") ||
-                         !strcmp(a, "--group") || !strcmp(a, "--seed") || !strcmp(a, "--mem-per-rank"))) {
+                         !strcmp(a, "--group") || !strcmp(a, "--seed") || !strcmp(a, "--mem-per-rank") ||
+                         !strcmp(a, "--threads"))) {
             if (!parse_int(v, &n) || n < 0) {
                 fprintf(stderr, "tqpipe eval: %s needs a non-negative integer, not '%s'\n", a, v);
                 return 2;
@@ -115,6 +117,7 @@ int tq_cmd_eval(int argc, char** argv)
             if (!strcmp(a, "--group")) o.weights_group = (int)n;
             if (!strcmp(a, "--seed")) o.seed = (uint64_t)n;
             if (!strcmp(a, "--mem-per-rank")) o.mem_per_rank = (double)n * 1e9;
+            if (!strcmp(a, "--threads")) o.threads = (int)n;
             i++;
         } else {
             fprintf(stderr, "tqpipe eval: unexpected argument '%s'\n", a);
@@ -132,7 +135,7 @@ int tq_cmd_eval(int argc, char** argv)
         fprintf(stderr, "tqpipe eval: %s\n", tq_last_error());
         return 1;
     }
-    if (rt.size > 1) tq_ops_set_threads(1); /* ranks share the cores */
+    tq_ops_set_threads(o.threads > 0 ? o.threads : 1); /* 1: identical numbers whatever the rank count */
     tq_eval_metrics m;
     char* js = NULL;
     tq_status rc = tq_validate(&rt, &o, &m, &js);

@@ -385,8 +385,8 @@ static void print_text(const inspect_state* s)
            human(b2, sizeof b2, v->seconds > 0 ? (double)v->bytes / v->seconds : 0.0));
     for (int r = 0; r < s->rt->size; r++) {
         const tq_verify_stats* w = &s->vrank[r];
-        printf("  rank %-4d %" PRId64 " units, %s in %.3f s: %s/s\n", r, w->units, human(b1, sizeof b1, (double)w->bytes),
-               w->seconds, human(b2, sizeof b2, rank_rate(w)));
+        printf("  rank %-4d %" PRId64 " units, %s in %.3f s: %s/s (CPU %.3f s)\n", r, w->units,
+               human(b1, sizeof b1, (double)w->bytes), w->seconds, human(b2, sizeof b2, rank_rate(w)), w->cpu_seconds);
     }
     if (!v->nan && !v->inf) {
         printf("  NaN/Inf     none\n");
@@ -496,9 +496,10 @@ static void print_json(const inspect_state* s)
         json_t* per = json_array();
         for (int r = 0; r < s->rt->size; r++) {
             const tq_verify_stats* w = &s->vrank[r];
-            json_array_append_new(per, json_pack("{s:i,s:I,s:I,s:f,s:f,s:s}", "rank", r, "units", (json_int_t)w->units,
-                                                 "bytes", (json_int_t)w->bytes, "seconds", w->seconds, "bytes_per_s",
-                                                 rank_rate(w), "first_error", w->first_error));
+            json_array_append_new(per, json_pack("{s:i,s:I,s:I,s:f,s:f,s:f,s:s}", "rank", r, "units", (json_int_t)w->units,
+                                                 "bytes", (json_int_t)w->bytes, "seconds", w->seconds, "cpu_seconds",
+                                                 w->cpu_seconds, "bytes_per_s", rank_rate(w), "first_error",
+                                                 w->first_error));
         }
         json_object_set_new(root, "verify",
                             json_pack("{s:b,s:i,s:I,s:I,s:f,s:f,s:I,s:I,s:I,s:I,s:I,s:o}", "ok",

@@ -23,10 +23,18 @@ static const tq_command commands[] = {
     {"estimate", tq_cmd_estimate, "memory planner: weights, KV cache and state for a config or checkpoint"},
     {"verify", tq_cmd_verify, "check a packed artifact: every checksum, index vs shards vs plan"},
     {"export", tq_cmd_export, "dequantize an artifact into a Hugging Face safetensors checkpoint"},
+    {"calibrate", tq_cmd_calibrate, "accumulate H = X^T X / n of every linear input over calibration data"},
+    {"sensitivity", tq_cmd_sensitivity, "omega = tr(dW H dW^T) and exact bytes per tensor x codec (table for allocate)"},
     {"allocate", tq_cmd_allocate, "choose a codec per tensor under a size budget (sensitivity table -> plan.txt)"},
+    {"apply-plan", tq_cmd_apply_plan, "fake-quantized checkpoint from a plan or one codec (plain or GPTQ), for eval"},
     {"eval", tq_cmd_eval, "perplexity, KL and top-1 of a checkpoint or artifact, with KV cache codecs (MPI)"},
     {"generate", tq_cmd_generate, "greedy decoding from BOS (+ prompt), printed like llama2.c"},
     {"publish", tq_cmd_publish, "verified artifact -> upload directory with model card and SHA256SUMS"},
+    {"run", tq_cmd_run, "run every stage of a job file under the current launcher (mpirun / srun)"},
+    {"stage", tq_cmd_stage, "run one stage of a run directory (finished units are skipped)"},
+    {"submit", tq_cmd_submit, "submit a job to Slurm: one sbatch script per stage, chained afterok"},
+    {"status", tq_cmd_status, "progress of a run: units, rate, ETA, failures, Slurm job states"},
+    {"resume", tq_cmd_resume, "continue a run from its first unfinished stage (Slurm or local)"},
 };
 
 static void usage(FILE* f)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "fileio.h" /* defines: tq_file_exists */
 #include "log.h"
 #include "rt.h"
 #include "stage.h"     /* defines: tq_run_create, tq_stage_execute, tq_state_load */

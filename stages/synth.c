@@ -60,18 +60,24 @@ static inline double gauss(uint64_t key, uint64_t i)
 typedef struct {
     uint64_t seed;
     uint64_t key;      /* per tensor */
-    uint64_t chan_key; /* per seed: outlier input channels */
+    const float* cs;   /* [cols] input channel scales */
     tq_role role;
     int is_alog;       /* linear_attn.A_log */
     int64_t rows, cols;
     double sigma;
 } gen;
 
-/* Input channel scale: ~0.4% of channels are outliers (x 6..20), keyed by (seed, channel index). */
-static inline double chan_scale(const gen* g, int64_t c)
+/* Input channel scales: 1 + cols/512 outlier channels (x 6..20) per input width, chosen by a hash of
+ * (seed, width, j), so every matrix with the same input width (the hidden size, as in real models)
+ * has its outliers in the same channels. */
+static void chan_scales(uint64_t chan_key, int64_t cols, float* cs)
 {
-    if (unif(g->chan_key, (uint64_t)c) < 0.004) return 6.0 + 14.0 * unif(g->chan_key ^ 0x5bd1e995u, (uint64_t)c);
-    return 1.0;
+    for (int64_t c = 0; c < cols; c++) cs[c] = 1.0f;
+    int64_t k = 1 + cols / 512;
+    for (int64_t j = 0; j < k && cols >= 16; j++) {
+        uint64_t h = mix64(chan_key ^ mix64((uint64_t)cols * 1315423911u + (uint64_t)j));
+        cs[h % (uint64_t)cols] = (float)(6.0 + 14.0 * unif(chan_key ^ 0x5bd1e995u, (uint64_t)j));
+    }
 }
 
 static void gen_rows(const gen* g, int64_t row0, int64_t nrows, float* out)
@@ -100,7 +106,7 @@ static void gen_rows(const gen* g, int64_t row0, int64_t nrows, float* out)
                 v = 0.02 * z * rs;
                 break;
             default: /* linear layers */
-                v = g->sigma * z * rs * chan_scale(g, c);
+                v = g->sigma * z * rs * g->cs[c];
                 if (unif(g->key ^ 0x6f75746cull, idx) < 1e-4) v *= 8.0; /* rare heavy elements */
                 break;
             }
@@ -119,7 +125,7 @@ static void synth_help(FILE* f)
             "                    [--shard-size BYTES] [--scale-vocab] [--fused-experts] OUT_DIR\n\n"
             "Write a synthetic Hugging Face checkpoint with the exact tensor inventory of CONFIG.json (every\n"
             "layer, every expert, same tensor names) but hidden, intermediate, expert and head widths divided\n"
-            "by S (rounded up, at least 1). Head counts, layer counts, expert counts and the vocabulary are\n"
+            "by S (rounded up, at least 1; attention head_dim at least 8 and even). Head counts, layer counts, expert counts and the vocabulary are\n"
             "kept, so the inventory is exact; --scale-vocab divides the vocabulary by S too (smaller files,\n"
             "same tensor names). OUT_DIR/config.json is the scaled config: the descriptor of OUT_DIR equals\n"
             "the checkpoint. Weights are deterministic per seed (a counter-based hash of seed, tensor name and\n"
@@ -175,7 +181,14 @@ static tq_status scale_config(const char* text, const tq_arch* a, int64_t s, int
     json_t* tc = json_object_get(root, "text_config");
     if (!json_is_object(tc)) tc = root;
     set_int(tc, "hidden_size", scaled(a->hidden, s));
-    set_int(tc, "head_dim", scaled(a->head_dim, s));
+    {
+        /* attention head width: at least 8 (or the original when smaller) and even, so partial RoPE
+         * (rotary dim = head_dim x partial_rotary_factor, 0.25 for Qwen3.5) keeps an even rotary width */
+        int64_t hd = scaled(a->head_dim, s), lo = a->head_dim < 8 ? a->head_dim : 8;
+        if (hd < lo) hd = lo;
+        if (hd % 2 && hd < a->head_dim) hd++;
+        set_int(tc, "head_dim", hd);
+    }
     if (a->intermediate > 0 || json_object_get(tc, "intermediate_size"))
         set_int(tc, "intermediate_size", a->intermediate > 0 ? scaled(a->intermediate, s) : 0);
     if (a->n_experts > 0) set_int(tc, "moe_intermediate_size", scaled(a->moe_intermediate, s));
@@ -225,7 +238,7 @@ static tq_status synth_run(const synth_opts* o)
 {
     tq_status rc = TQ_OK;
     char *text = NULL, *scaled_text = NULL, *cfg_path = NULL;
-    float* buf = NULL;
+    float *buf = NULL, *cs = NULL;
     tq_arch *a0 = NULL, *a = NULL;
     tq_st_writer* w = NULL;
     size_t len = 0;
@@ -269,7 +282,8 @@ static tq_status synth_run(const synth_opts* o)
         if (tq_arch_tensor_cols(&a->tensors[i]) > max_cols) max_cols = tq_arch_tensor_cols(&a->tensors[i]);
     int64_t cap = SYNTH_CHUNK_FLOATS > max_cols ? SYNTH_CHUNK_FLOATS : max_cols;
     buf = malloc((size_t)cap * sizeof *buf);
-    TQ_GOTO_FAIL(!buf, TQ_ERR_NOMEM, out, "synth: out of memory (%" PRId64 " floats)", cap);
+    cs = malloc((size_t)max_cols * sizeof *cs);
+    TQ_GOTO_FAIL(!buf || !cs, TQ_ERR_NOMEM, out, "synth: out of memory (%" PRId64 " floats)", cap);
 
     uint64_t chan_key = mix64(o->seed ^ 0x6368616e6e656cull);
     for (int64_t i = 0; i < a->n_tensors; i++) {
@@ -277,7 +291,8 @@ static tq_status synth_run(const synth_opts* o)
         gen g = {0};
         g.seed = o->seed;
         g.key = tq_xxh64(t->name, strlen(t->name), o->seed);
-        g.chan_key = chan_key;
+        chan_scales(chan_key, tq_arch_tensor_cols(t), cs);
+        g.cs = cs;
         g.role = t->role;
         g.rows = tq_arch_tensor_rows(t);
         g.cols = tq_arch_tensor_cols(t);
@@ -320,6 +335,7 @@ out:
     free(scaled_text);
     free(cfg_path);
     free(buf);
+    free(cs);
     return rc;
 }
 

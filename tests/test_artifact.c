@@ -504,7 +504,24 @@ static void test_damage(const char* root)
     run(cmd);
     CHECK(tq_artifact_verify(bad, NULL, 0, 1, NULL) == TQ_ERR_CORRUPT, "swapped shard detected");
 
-    /* 9. index missing */
+    /* 9. a flipped byte anywhere in a shard (data, HDF5 metadata, slack) is detected */
+    for (int lv = 0; lv <= 3; lv += 3) {
+        char src[4200];
+        snprintf(src, sizeof src, "%s/rt%d", root, lv);
+        shard_path(sp, sizeof sp, src, 2, ns);
+        stat(sp, &st);
+        for (int j = 0; j < 16; j++) {
+            long pos = (long)((double)st.st_size * (j + 0.5) / 16.0);
+            clone(src, bad);
+            shard_path(sp, sizeof sp, bad, 2, ns);
+            flip_byte(sp, pos);
+            tq_status r = tq_artifact_verify(bad, NULL, 0, 1, NULL);
+            CHECK(r == TQ_ERR_CORRUPT || r == TQ_ERR_FORMAT, "level %d: byte %ld of %lld flipped: verify returned %d", lv,
+                  pos, (long long)st.st_size, r);
+        }
+    }
+
+    /* 10. index missing */
     clone(good, bad);
     snprintf(sp, sizeof sp, "%s/%s", bad, TQ_ARTIFACT_INDEX_NAME);
     unlink(sp);

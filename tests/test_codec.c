@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "dtype.h"
 #include "hadamard.h"
+#include "hash.h"
 #include "lloydmax.h"
 
 static int n_failed, n_checks, verbose;
@@ -425,6 +426,17 @@ static void test_edge_values(void)
             CHECK(rc == TQ_OK && nmse(w, o, n) <= fmax(bounds[c].bound, 1e-9), "%s huge values kept (nmse %.3g)",
                   codec.name, nmse(w, o, n));
         }
+        /* a corrupt fp16 norm/scale is caught at dequantize */
+        if (fp16_scaled && codec.kind != TQ_CODEC_FP16) {
+            fill_gauss(w, n, 6);
+            tq_quantize_ref(w, &q, "c");
+            tq_qpart* sp = &q.part[1]; /* norms / scales */
+            uint16_t bad = 0x7e00;     /* fp16 NaN */
+            memcpy(sp->data + sp->row_bytes * 2, &bad, 2);
+            rc = tq_dequantize_ref(&q, o);
+            CHECK(rc == TQ_ERR_CORRUPT && strstr(tq_last_error(), "row 2"), "%s corrupt %s -> %s", codec.name,
+                  sp->name, tq_last_error());
+        }
         /* moderately large values (weights up to ~1e3) still work with fp16 scales */
         fill_gauss(w, n, 5);
         for (size_t i = 0; i < n; i++) w[i] *= 300.0f;
@@ -438,6 +450,71 @@ static void test_edge_values(void)
     free(o);
 }
 
+
+/* Bytes do not depend on the thread count, on a matrix large enough to be split (>= 2^16 weights). */
+static void test_threads(void)
+{
+    const int64_t R = 67, C = 2000;
+    size_t n = (size_t)(R * C);
+    float* w = malloc(n * sizeof(float));
+    fill_gauss(w, n, 11);
+    const char* names[] = {"tq3", "tq4r4", "bin1", "ter", "rtn3", "int8", "bf16"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        tq_codec c;
+        tq_codec_parse(names[i], 64, &c);
+        tq_qtensor a, b;
+        tq_qtensor_alloc(&a, &c, R, C, 5);
+        tq_qtensor_alloc(&b, &c, R, C, 5);
+        tq_codec_set_threads(1);
+        tq_quantize_ref(w, &a, "t");
+        tq_codec_set_threads(3);
+        tq_quantize_ref(w, &b, "t");
+        CHECK(same_bytes(&a, &b), "%s: 1 thread and 3 threads give identical bytes", names[i]);
+        float* o1 = malloc(n * sizeof(float));
+        float* o3 = malloc(n * sizeof(float));
+        tq_codec_set_threads(1);
+        tq_dequantize_ref(&a, o1);
+        tq_codec_set_threads(3);
+        tq_dequantize_ref(&a, o3);
+        CHECK(!memcmp(o1, o3, n * sizeof(float)), "%s: dequantize identical with 1 and 3 threads", names[i]);
+        tq_codec_set_threads(0);
+        free(o1);
+        free(o3);
+        tq_qtensor_release(&a);
+        tq_qtensor_release(&b);
+    }
+    free(w);
+}
+
+/* Golden bytes: XXH3 of every part for a fixed input, so any change of the format (which the CUDA
+ * kernels and the Python reader implement from docs/CODECS.md) is a deliberate one. Input: 6 x 172,
+ * w[i] = sin(0.37 i + 0.1) * (1 + (i % 7)) / 4, seed tq_tensor_seed(1, "golden"). */
+static void test_golden(void)
+{
+    static const struct {
+        const char* name;
+        uint64_t h;
+    } gold[] = {
+#include "golden/codec_golden.inc"
+    };
+    const int64_t R = 6, C = 172;
+    float w[6 * 172];
+    for (int i = 0; i < R * C; i++) w[i] = (float)(sin(0.37 * i + 0.1) * (1 + (i % 7)) / 4.0);
+    for (size_t i = 0; i < sizeof gold / sizeof gold[0]; i++) {
+        tq_codec c;
+        tq_codec_parse(gold[i].name, 64, &c);
+        tq_qtensor q;
+        tq_qtensor_alloc(&q, &c, R, C, tq_tensor_seed(1, "golden"));
+        tq_quantize_ref(w, &q, "golden");
+        uint64_t h = 0;
+        for (int p = 0; p < q.nparts; p++) h = tq_xxh64(q.part[p].data, q.part[p].bytes, h);
+        if (verbose || getenv("TQ_PRINT_GOLDEN")) printf("    {\"%s\", 0x%016llxull},\n", gold[i].name, (unsigned long long)h);
+        CHECK(h == gold[i].h || getenv("TQ_PRINT_GOLDEN"), "%s golden bytes (xxh3 %016llx)", gold[i].name,
+              (unsigned long long)h);
+        tq_qtensor_release(&q);
+    }
+}
+
 int main(int argc, char** argv)
 {
     verbose = argc > 1 && !strcmp(argv[1], "-v");
@@ -446,6 +523,8 @@ int main(int argc, char** argv)
     test_bpw();
     test_roundtrip_all();
     test_edge_values();
+    test_threads();
+    test_golden();
     test_gaussian_large();
     printf("%s: %d checks, %d failed\n", n_failed ? "FAILED" : "ok", n_checks, n_failed);
     return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;

@@ -243,6 +243,51 @@ static void check_specs(const tq_ckpt* c)
         free(v);
     }
     CHECK(tq_ckpt_find(c, "no.such.tensor") == NULL);
+
+    /* file order + batched reads: equal to per-tensor raw reads, merged when adjacent */
+    int64_t nt = tq_ckpt_count(c);
+    int64_t* order = malloc((size_t)nt * sizeof *order);
+    CHECK_RC(tq_ckpt_file_order(c, order, nt), TQ_OK);
+    CHECK_RC(tq_ckpt_file_order(c, order, nt - 1), TQ_ERR_ARG);
+    size_t total = 0;
+    for (int64_t i = 0; i < nt; i++) {
+        const tq_tensor_info* t = tq_ckpt_tensor(c, order[i]);
+        total += t->nbytes;
+        if (i > 0) {
+            const tq_tensor_info* p = tq_ckpt_tensor(c, order[i - 1]);
+            CHECK(p->file_idx < t->file_idx || (p->file_idx == t->file_idx && p->offset + p->nbytes <= t->offset));
+        }
+    }
+    unsigned char* all = malloc(total);
+    unsigned char* one = malloc(total);
+    CHECK_RC(tq_ckpt_read_batch(c, order, nt, all, total), TQ_OK);
+    CHECK_RC(tq_ckpt_read_batch(c, order, nt, all, total - 1), TQ_ERR_ARG);
+    size_t pos = 0;
+    for (int64_t i = 0; i < nt; i++) {
+        const tq_tensor_info* t = tq_ckpt_tensor(c, order[i]);
+        CHECK_RC(tq_ckpt_read_raw(c, t, 0, tq_tensor_rows(t), one + pos, total - pos), TQ_OK);
+        pos += t->nbytes;
+    }
+    CHECK(pos == total && memcmp(all, one, total) == 0);
+    /* reverse order (no merging) gives the same bytes per tensor */
+    for (int64_t i = 0; i < nt / 2; i++) {
+        int64_t x = order[i];
+        order[i] = order[nt - 1 - i];
+        order[nt - 1 - i] = x;
+    }
+    CHECK_RC(tq_ckpt_read_batch(c, order, nt, all, total), TQ_OK);
+    pos = 0;
+    for (int64_t i = 0; i < nt; i++) {
+        const tq_tensor_info* t = tq_ckpt_tensor(c, order[i]);
+        CHECK_RC(tq_ckpt_read_raw(c, t, 0, tq_tensor_rows(t), one, total), TQ_OK);
+        CHECK(memcmp(all + pos, one, t->nbytes) == 0);
+        pos += t->nbytes;
+    }
+    order[0] = nt; /* out of range */
+    CHECK_RC(tq_ckpt_read_batch(c, order, nt, all, total), TQ_ERR_ARG);
+    free(all);
+    free(one);
+    free(order);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -483,6 +528,10 @@ static void test_index_errors(void)
     unlink(q);
     CHECK_RC(tq_ckpt_open(dir, &c), TQ_ERR_NOTFOUND);
     CHECK(strstr(tq_last_error(), "model-00003-of-00003.safetensors") != NULL);
+    /* shards without their index: the message says so */
+    unlink(p);
+    CHECK_RC(tq_ckpt_open(dir, &c), TQ_ERR_NOTFOUND);
+    CHECK(strstr(tq_last_error(), "index") != NULL && strstr(tq_last_error(), "-of-00003.safetensors") != NULL);
     /* invalid config.json beside a good checkpoint */
     path_in(dir, sizeof dir, "", "badcfg");
     CHECK_RC(tq_st_writer_create_dir(dir, 0, &w), TQ_OK);

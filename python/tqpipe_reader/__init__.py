@@ -11,6 +11,7 @@ writes. Needs numpy, h5py and hdf5plugin (which provides the zstd filter, id 320
         print(name, art.info(name)["codec"], art.info(name)["shape"])
     w = art.dequantize("model.layers.0.attention.wq.weight")   # float32, original shape
 """
+import builtins
 import json
 import os
 
@@ -238,7 +239,7 @@ class Artifact:
         ipath = os.path.join(self.path, INDEX_NAME)
         if not os.path.exists(ipath):
             raise FormatError("%s not found: %s is not a tqpipe artifact" % (ipath, self.path))
-        with builtin_open(ipath, "r", encoding="utf-8") as f:
+        with builtins.open(ipath, "r", encoding="utf-8") as f:
             self.index = json.load(f)
         if self.index.get("format") != FORMAT:
             raise FormatError("%s: not a tqpipe artifact index" % ipath)
@@ -337,9 +338,6 @@ def _part_order(codec):
         "rtn": ["codes", "scales", "mins"],
         "int8": ["codes", "scales"],
     }.get(kind, ["values"])
-
-
-builtin_open = open
 
 
 def open(path):  # noqa: A001 - the natural name for the entry point

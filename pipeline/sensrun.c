@@ -1,0 +1,351 @@
+/* sensrun.c — whole-checkpoint drivers of issue 7: the sensitivity table (tensors dealt round-robin to
+ * the ranks, rows gathered on rank 0) and the fake-quantized checkpoint writer used to measure a plan.
+ * See sensrun.h. */
+#include "sensrun.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "allocate.h"  /* defines: tq_plan_load, tq_plan_codec */
+#include "arch.h"      /* defines: tq_arch_from_json, tq_arch_find, tq_role_name */
+#include "calib.h"     /* defines: tq_calib_input_key, tq_hess_file_load */
+#include "ckpt.h"      /* defines: tq_ckpt_open, tq_ckpt_read_f32 */
+#include "fileio.h"    /* defines: tq_file_exists, tq_read_file, tq_write_file_atomic */
+#include "log.h"       /* defines: TQ_LOG0 */
+#include "sensitivity.h"
+#include "st_writer.h" /* defines: tq_st_writer_* */
+
+typedef enum { K_MATRIX_H = 0, K_MATRIX_UNIFORM, K_OTHER } tensor_kind;
+
+/* How a tensor is treated: matrices of a linear role with a calibrated input, matrices without one
+ * (embeddings, heads, anything whose H file is missing), everything else. */
+static tensor_kind classify(const tq_tensor_info* t, tq_role role, const char* hess_dir, char* hpath, size_t cap)
+{
+    if (t->ndim != 2 || !tq_role_is_linear(role)) return K_OTHER;
+    if (role == TQ_ROLE_EMBED || role == TQ_ROLE_LM_HEAD || !hess_dir) return K_MATRIX_UNIFORM;
+    char key[TQ_MAX_NAME];
+    tq_calib_input_key(t->name, key);
+    snprintf(hpath, cap, "%s/%s.hess.zst", hess_dir, key);
+    return tq_file_exists(hpath) ? K_MATRIX_H : K_MATRIX_UNIFORM;
+}
+
+static const char* dtype_codec(tq_dtype d)
+{
+    return d == TQ_BF16 ? "bf16" : d == TQ_F16 ? "fp16" : "f32";
+}
+
+static tq_role role_of(const tq_arch* a, const char* name)
+{
+    const tq_arch_tensor* at = a ? tq_arch_find(a, name) : NULL;
+    return at ? at->role : TQ_ROLE_OTHER;
+}
+
+/* Ω of w quantized with codec c; uniform mode uses diag H = 1/rows. */
+static tq_status measure(const float* w, int64_t R, int64_t N, const double* h, int diag, const tq_codec* c,
+                         uint64_t seed, const tq_gptq_opts* g, const char* what, double* omega, uint64_t* bytes,
+                         double* uni)
+{
+    if (h) return tq_sens_measure(w, R, N, h, diag, c, seed, g && !diag ? g : NULL, what, omega, bytes);
+    return tq_sens_measure(w, R, N, uni, 1, c, seed, NULL, what, omega, bytes);
+}
+
+tq_status tq_sensitivity_run(const tq_rt* rt, const tq_sens_opts* o, tq_sens_stats* st)
+{
+    if (!rt || !o || !o->model || !o->out || !st || o->n_codecs <= 0)
+        return tq_fail(TQ_ERR_ARG, "sensitivity: missing arguments (model, codecs, output)");
+    memset(st, 0, sizeof *st);
+    double t0 = tq_rt_time();
+    tq_status rc = TQ_OK;
+    tq_ckpt* ck = NULL;
+    tq_arch* a = NULL;
+    tq_sens_table* local = NULL;
+    tq_sens_table* all = NULL;
+    char* text = NULL;
+    void* gathered = NULL;
+    size_t* counts = NULL;
+    float* w = NULL;
+    double* h = NULL;
+    double* uni = NULL;
+    size_t wcap = 0;
+    tq_codec* cod = calloc((size_t)o->n_codecs, sizeof *cod);
+    TQ_GOTO_FAIL(!cod, TQ_ERR_NOMEM, agree, "sensitivity: out of memory");
+    for (int i = 0; i < o->n_codecs; i++) TQ_CHECK_GOTO(tq_codec_label_parse(o->codecs[i], &cod[i]), agree);
+    TQ_CHECK_GOTO(tq_ckpt_open(o->model, &ck), agree);
+    if (tq_ckpt_config_json(ck)) TQ_CHECK_GOTO(tq_arch_from_json(tq_ckpt_config_json(ck), &a), agree);
+    TQ_CHECK_GOTO(tq_sens_table_create(&local), agree);
+agree:
+    rc = tq_rt_agree(rt, rc);
+    if (rc != TQ_OK) goto out;
+    {
+        int64_t nt = tq_ckpt_count(ck);
+        tq_progress* pr = tq_progress_start(rt, "measured", (double)nt, "tensors", o->quiet ? 0 : 10);
+        int64_t done = 0;
+        for (int64_t i = rt->rank; i < nt && rc == TQ_OK; i += rt->size) {
+            const tq_tensor_info* t = tq_ckpt_tensor(ck, i);
+            tq_role role = role_of(a, t->name);
+            char hpath[4096 + TQ_MAX_NAME];
+            tensor_kind k = classify(t, role, o->hess_dir, hpath, sizeof hpath);
+            tq_sens_row row;
+            memset(&row, 0, sizeof row);
+            snprintf(row.tensor, sizeof row.tensor, "%s", t->name);
+            snprintf(row.role, sizeof row.role, "%s", tq_role_name(role));
+            row.rows = tq_tensor_rows(t);
+            row.cols = tq_tensor_cols(t);
+            st->tensors++;
+            if (k == K_OTHER) {
+                snprintf(row.codec, sizeof row.codec, "%s", dtype_codec(t->dtype));
+                row.bytes = t->nbytes;
+                row.omega = 0;
+                rc = tq_sens_table_add(local, &row);
+                done++;
+                tq_progress_update(pr, (double)done);
+                continue;
+            }
+            size_t n = (size_t)row.rows * (size_t)row.cols;
+            if (n > wcap) {
+                free(w);
+                w = malloc(n * sizeof(float));
+                wcap = n;
+                if (!w) {
+                    rc = tq_fail(TQ_ERR_NOMEM, "sensitivity: out of memory for %s", t->name);
+                    break;
+                }
+            }
+            free(uni);
+            uni = malloc((size_t)row.cols * sizeof(double));
+            if (!uni) {
+                rc = tq_fail(TQ_ERR_NOMEM, "sensitivity: out of memory");
+                break;
+            }
+            for (int64_t j = 0; j < row.cols; j++) uni[j] = 1.0 / (double)row.rows;
+            rc = tq_ckpt_read_f32(ck, t, 0, row.rows, w, n * sizeof(float));
+            int64_t hd = 0;
+            int diag = 0;
+            free(h);
+            h = NULL;
+            if (rc == TQ_OK && k == K_MATRIX_H) {
+                rc = tq_hess_file_load(hpath, &h, &hd, &diag, NULL);
+                if (rc == TQ_OK && hd != row.cols)
+                    rc = tq_fail(TQ_ERR_FORMAT, "%s: H of dimension %lld for %s with %lld columns", hpath, (long long)hd,
+                                 t->name, (long long)row.cols);
+            }
+            if (k == K_MATRIX_H) st->measured++;
+            else st->no_h++;
+            uint64_t seed = tq_tensor_seed(o->seed, t->name);
+            for (int c = 0; c < o->n_codecs && rc == TQ_OK; c++) {
+                rc = measure(w, row.rows, row.cols, h, diag, &cod[c], seed, o->gptq ? &o->gopts : NULL, t->name,
+                             &row.omega, &row.bytes, uni);
+                tq_codec_label(&cod[c], row.codec);
+                if (rc == TQ_OK) rc = tq_sens_table_add(local, &row);
+            }
+            done++;
+            tq_progress_update(pr, (double)done);
+        }
+        tq_progress_finish(&pr);
+    }
+    rc = tq_rt_agree(rt, rc);
+    if (rc != TQ_OK) goto out;
+    /* gather the rows (as text) on rank 0, sort by tensor name (codec order kept), write */
+    {
+        size_t len = 0;
+        TQ_CHECK_GOTO(tq_sens_table_format(local, &text, &len), out);
+        /* skip the two header lines: only data rows travel */
+        char* body = strchr(text, '\n');
+        body = body ? strchr(body + 1, '\n') : NULL;
+        body = body ? body + 1 : text + len;
+        rc = tq_rt_gather_bytes(rt, body, (size_t)(text + len - body), &gathered, &counts);
+        rc = tq_rt_agree(rt, rc);
+        if (rc != TQ_OK) goto out;
+        if (rt->rank == 0) {
+            size_t tot = 0;
+            for (int r = 0; r < rt->size; r++) tot += counts[r];
+            const char* hdr = "tensor\trole\trows\tcols\tcodec\tbytes\tomega\n";
+            char* buf = malloc(strlen(hdr) + tot + 1);
+            if (!buf) {
+                rc = tq_fail(TQ_ERR_NOMEM, "sensitivity: out of memory");
+            } else {
+                memcpy(buf, hdr, strlen(hdr));
+                memcpy(buf + strlen(hdr), gathered, tot);
+                buf[strlen(hdr) + tot] = 0;
+                rc = tq_sens_table_parse(buf, strlen(hdr) + tot, "gathered rows", &all);
+                free(buf);
+            }
+            if (rc == TQ_OK) {
+                /* stable sort by tensor name: insertion by blocks (rows of a tensor are contiguous) */
+                tq_sens_row* tmp = malloc((size_t)(all->n > 0 ? all->n : 1) * sizeof *tmp);
+                int64_t* start = malloc((size_t)(all->n + 1) * sizeof(int64_t));
+                int64_t nb = 0;
+                if (!tmp || !start) {
+                    rc = tq_fail(TQ_ERR_NOMEM, "sensitivity: out of memory");
+                } else {
+                    for (int64_t i = 0; i < all->n; i++)
+                        if (i == 0 || strcmp(all->rows[i].tensor, all->rows[i - 1].tensor)) start[nb++] = i;
+                    start[nb] = all->n;
+                    /* selection of blocks in name order (nb is the tensor count: fine for tables) */
+                    char* used = calloc((size_t)(nb > 0 ? nb : 1), 1);
+                    int64_t out_i = 0;
+                    for (int64_t k = 0; k < nb && used; k++) {
+                        int64_t best = -1;
+                        for (int64_t b = 0; b < nb; b++)
+                            if (!used[b] && (best < 0 || strcmp(all->rows[start[b]].tensor, all->rows[start[best]].tensor) < 0))
+                                best = b;
+                        used[best] = 1;
+                        for (int64_t i = start[best]; i < start[best + 1]; i++) tmp[out_i++] = all->rows[i];
+                    }
+                    if (!used) rc = tq_fail(TQ_ERR_NOMEM, "sensitivity: out of memory");
+                    else memcpy(all->rows, tmp, (size_t)all->n * sizeof *tmp);
+                    free(used);
+                }
+                free(tmp);
+                free(start);
+            }
+            if (rc == TQ_OK) rc = tq_sens_table_save(all, o->out);
+            if (rc == TQ_OK) st->rows = all->n;
+        }
+        rc = tq_rt_agree(rt, rc);
+    }
+    {
+        double v[3] = {(double)st->tensors, (double)st->measured, (double)st->no_h};
+        if (rc == TQ_OK) rc = tq_rt_allreduce_sum_f64(rt, v, 3);
+        st->tensors = (int64_t)v[0];
+        st->measured = (int64_t)v[1];
+        st->no_h = (int64_t)v[2];
+    }
+    st->seconds = tq_rt_time() - t0;
+out:
+    free(cod);
+    free(w);
+    free(h);
+    free(uni);
+    free(text);
+    free(gathered);
+    free(counts);
+    tq_sens_table_free(&local);
+    tq_sens_table_free(&all);
+    tq_arch_free(&a);
+    tq_ckpt_free(&ck);
+    return rc;
+}
+
+// ------------------------------------------------------------------------------------------------
+// fake-quantized checkpoint
+
+tq_status tq_apply_plan(const tq_apply_opts* o, tq_apply_stats* st)
+{
+    if (!o || !o->model || !o->out_dir || !st || (!o->plan && !o->codec))
+        return tq_fail(TQ_ERR_ARG, "apply-plan: missing arguments (model, plan or codec, output)");
+    if (o->gptq && !o->hess_dir) return tq_fail(TQ_ERR_ARG, "apply-plan: GPTQ needs the H files (--hessians DIR)");
+    memset(st, 0, sizeof *st);
+    double t0 = tq_rt_time();
+    tq_status rc = TQ_OK;
+    tq_ckpt* ck = NULL;
+    tq_arch* a = NULL;
+    tq_plan* plan = NULL;
+    tq_st_writer* wr = NULL;
+    float* w = NULL;
+    float* dq = NULL;
+    double* h = NULL;
+    tq_qtensor q;
+    memset(&q, 0, sizeof q);
+    TQ_CHECK_GOTO(tq_ckpt_open(o->model, &ck), out);
+    TQ_GOTO_FAIL(!tq_ckpt_config_json(ck), TQ_ERR_FORMAT, out, "%s: no config.json", o->model);
+    TQ_CHECK_GOTO(tq_arch_from_json(tq_ckpt_config_json(ck), &a), out);
+    if (o->plan) TQ_CHECK_GOTO(tq_plan_load(o->plan, &plan), out);
+    TQ_CHECK_GOTO(tq_st_writer_create_dir(o->out_dir, 0, &wr), out);
+    int64_t nt = tq_ckpt_count(ck);
+    for (int64_t i = 0; i < nt; i++) {
+        const tq_tensor_info* t = tq_ckpt_tensor(ck, i);
+        TQ_CHECK_GOTO(tq_st_writer_add(wr, t->name, TQ_F32, t->ndim, t->shape), out);
+    }
+    TQ_CHECK_GOTO(tq_st_writer_begin(wr), out);
+    for (int64_t i = 0; i < nt; i++) {
+        const tq_tensor_info* t = tq_ckpt_tensor(ck, i);
+        tq_role role = role_of(a, t->name);
+        int64_t R = tq_tensor_rows(t), N = tq_tensor_cols(t);
+        size_t n = (size_t)R * (size_t)N;
+        free(w);
+        free(dq);
+        w = malloc(n * sizeof(float));
+        dq = malloc(n * sizeof(float));
+        TQ_GOTO_FAIL(!w || !dq, TQ_ERR_NOMEM, out, "apply-plan: out of memory for %s", t->name);
+        TQ_CHECK_GOTO(tq_ckpt_read_f32(ck, t, 0, R, w, n * sizeof(float)), out);
+        const char* label = NULL;
+        if (plan) {
+            label = tq_plan_codec(plan, t->name);
+            TQ_GOTO_FAIL(!label, TQ_ERR_ARG, out, "%s does not name tensor %s: every tensor needs a line", o->plan,
+                         t->name);
+        } else if (t->ndim == 2 && tq_role_is_linear(role) &&
+                   (o->quant_embed || (role != TQ_ROLE_EMBED && role != TQ_ROLE_LM_HEAD))) {
+            label = o->codec;
+        }
+        st->tensors++;
+        st->weights += (int64_t)n;
+        tq_codec c;
+        if (label) TQ_CHECK_GOTO(tq_codec_label_parse(label, &c), out);
+        int lossless = !label || c.kind == TQ_CODEC_F32;
+        if (lossless) {
+            st->bytes += label ? tq_codec_bytes(&c, R, N) : t->nbytes;
+            TQ_CHECK_GOTO(tq_st_writer_write_rows_f32(wr, t->name, 0, R, w, (int64_t)n), out);
+            continue;
+        }
+        st->bytes += tq_codec_bytes(&c, R, N);
+        st->quantized++;
+        char hpath[4096 + TQ_MAX_NAME];
+        tensor_kind k = classify(t, role, o->hess_dir, hpath, sizeof hpath);
+        int64_t hd = 0;
+        int diag = 0;
+        free(h);
+        h = NULL;
+        if (k == K_MATRIX_H) {
+            TQ_CHECK_GOTO(tq_hess_file_load(hpath, &h, &hd, &diag, NULL), out);
+            TQ_GOTO_FAIL(hd != N, TQ_ERR_FORMAT, out, "%s: dimension %lld, tensor %s has %lld columns", hpath,
+                         (long long)hd, t->name, (long long)N);
+        }
+        TQ_CHECK_GOTO(tq_qtensor_alloc(&q, &c, R, N, tq_tensor_seed(o->seed, t->name)), out);
+        if (o->gptq && h && !diag && tq_gptq_supports(&c)) {
+            TQ_CHECK_GOTO(tq_gptq_quantize_ref(w, h, &o->gopts, &q, t->name), out);
+            st->gptq_applied++;
+        } else {
+            TQ_CHECK_GOTO(tq_quantize_ref(w, &q, t->name), out);
+        }
+        TQ_CHECK_GOTO(tq_dequantize_ref(&q, dq), out);
+        tq_qtensor_release(&q);
+        if (h) {
+            for (size_t j = 0; j < n; j++) w[j] -= dq[j];
+            st->omega += tq_omega(w, R, N, h, diag);
+        }
+        TQ_CHECK_GOTO(tq_st_writer_write_rows_f32(wr, t->name, 0, R, dq, (int64_t)n), out);
+    }
+    TQ_CHECK_GOTO(tq_st_writer_finish(wr), out);
+    /* config.json and tokenizer.bin beside */
+    {
+        char p[4096 + 64];
+        const char* cfg = tq_ckpt_config_json(ck);
+        snprintf(p, sizeof p, "%s/config.json", o->out_dir);
+        TQ_CHECK_GOTO(tq_write_file_atomic(p, cfg, strlen(cfg)), out);
+        char src[4096 + 64];
+        snprintf(src, sizeof src, "%s/tokenizer.bin", o->model);
+        if (tq_file_exists(src)) {
+            char* buf = NULL;
+            size_t len = 0;
+            TQ_CHECK_GOTO(tq_read_file(src, &buf, &len), out);
+            snprintf(p, sizeof p, "%s/tokenizer.bin", o->out_dir);
+            rc = tq_write_file_atomic(p, buf, len);
+            free(buf);
+            if (rc != TQ_OK) goto out;
+        }
+    }
+    st->seconds = tq_rt_time() - t0;
+out:
+    tq_qtensor_release(&q);
+    free(w);
+    free(dq);
+    free(h);
+    tq_st_writer_free(&wr);
+    tq_plan_free(&plan);
+    tq_arch_free(&a);
+    tq_ckpt_free(&ck);
+    return rc;
+}

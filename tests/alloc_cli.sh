@@ -1,0 +1,52 @@
+#!/bin/bash
+# alloc_cli.sh — end to end on stories260K through the CLI (real forward pass for calibration):
+# convert -> calibrate (np 1 and np 2: byte-identical H files) -> sensitivity (plain, GPTQ: GPTQ lowers
+# the summed omega for rtn4 rtn3 tq4 tq3 tq2) -> allocate at two budgets from the same table (totals
+# within budget, every tensor planned) -> apply-plan with GPTQ (bytes match the plan) -> error paths.
+set -u
+B=${TQ_BIN:?TQ_BIN not set}
+S=${TQ_SOURCE_DIR:?TQ_SOURCE_DIR not set}
+MPIRUN=${1:-mpirun}
+t=$(mktemp -d)
+trap 'rm -rf "$t"' EXIT
+fail() { echo "FAILED: $*"; exit 1; }
+export OPENBLAS_NUM_THREADS=1
+cd "$t"
+"$B" convert "$S/jobs/models/stories260K.bin" ck --tokenizer "$S/jobs/models/tok512.bin" >/dev/null || fail convert
+"$B" calibrate --model ck --data "$S/jobs/data/tinystories_valid.txt" --seqs 8 --len 128 --out h1 --quiet || fail "calibrate np 1"
+"$MPIRUN" --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np 2 \
+  "$B" calibrate --model ck --data "$S/jobs/data/tinystories_valid.txt" --seqs 8 --len 128 --out h2 --quiet || fail "calibrate np 2"
+n=$(ls h1/*.hess.zst | wc -l)
+[ "$n" -eq 20 ] || fail "expected 20 H files (5 layers x q, o, gate, down), got $n"
+for f in h1/*.hess.zst; do cmp -s "$f" "h2/$(basename "$f")" || fail "$(basename "$f") differs between np 1 and np 2"; done
+C=tq2,tq3,tq4,rtn3,rtn4,int8,f32
+"$B" sensitivity --model ck --hessians h1 --codecs $C --out plain.tsv --quiet || fail "sensitivity plain"
+"$B" sensitivity --model ck --hessians h1 --codecs $C --gptq --out gptq.tsv --quiet || fail "sensitivity gptq"
+[ "$(grep -vc '^#' plain.tsv)" -eq $((1 + 36 * 7 + 11)) ] || fail "plain.tsv row count $(grep -vc '^#' plain.tsv)"
+for c in rtn4 rtn3 tq4 tq3 tq2; do
+  p=$(awk -F'\t' -v c=$c '$5==c && $2!="embed" {s+=$7} END {printf "%.9e", s}' plain.tsv)
+  g=$(awk -F'\t' -v c=$c '$5==c && $2!="embed" {s+=$7} END {printf "%.9e", s}' gptq.tsv)
+  awk -v p=$p -v g=$g 'BEGIN {exit !(g < 0.95 * p)}' || fail "$c: GPTQ omega $g not below plain $p"
+  echo "$c: omega plain $p, GPTQ $g (calibrated on 8 x 128 tokens)"
+done
+for bud in 3.5bpw 96KiB; do
+  "$B" allocate --table gptq.tsv --budget $bud --keep norm=f32 --out plan_$bud.txt --quiet || fail "allocate $bud"
+  total=$(sed -n 's/^# budget \([0-9]*\) bytes.*total \([0-9]*\) bytes.*/\2/p' plan_$bud.txt)
+  budget=$(sed -n 's/^# budget \([0-9]*\) bytes.*/\1/p' plan_$bud.txt)
+  [ -n "$total" ] && [ "$total" -le "$budget" ] || fail "plan $bud: total $total > budget $budget"
+  [ "$(grep -v '^#' plan_$bud.txt | grep -c .)" -eq 47 ] || fail "plan $bud does not list all 47 tensors"
+  sum=$(grep -v '^#' plan_$bud.txt | sed -n 's/.*bytes=\([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s}')
+  [ "$sum" -eq "$total" ] || fail "plan $bud: per-tensor bytes sum $sum != total $total"
+  out=$("$B" apply-plan --model ck --plan plan_$bud.txt --gptq --hessians h1 --out q_$bud) || fail "apply-plan $bud"
+  echo "$out" | grep -q " $total bytes" || fail "apply-plan bytes differ from the plan total $total: $out"
+  echo "budget $bud: plan $total bytes <= $budget; $out"
+done
+grep -q "^# budget 113764 bytes (3.5000 bpw over 260032 weights)" plan_3.5bpw.txt || fail "3.5 bpw over the 260,032 weights should be 113764 bytes: $(head -2 plan_3.5bpw.txt)"
+# errors
+"$B" allocate --table gptq.tsv --budget 1KB --out x.txt 2>err.txt; [ $? -eq 1 ] || fail "tiny budget accepted"
+grep -q "smallest possible model" err.txt || fail "tiny budget message: $(cat err.txt)"
+"$B" allocate --table gptq.tsv --out x.txt 2>/dev/null; [ $? -eq 2 ] || fail "missing --budget not a usage error"
+printf 'model.norm.weight f32\nmodel.norm.weight tq3\n' > bad.txt
+"$B" apply-plan --model ck --plan bad.txt --out z 2>err.txt; [ $? -eq 1 ] || fail "bad plan accepted"
+grep -q "twice" err.txt || fail "duplicate plan line message: $(cat err.txt)"
+echo ok

@@ -1,0 +1,10 @@
+# Architecture descriptor, shard plan, synth and the memory planner (helper "arch"; issue 2 items 5-6, issue 8).
+tq_add_test(test_arch SOURCES test_arch.c LABELS cpu)
+tq_add_test(test_shardplan SOURCES test_shardplan.c LABELS cpu)
+# test_archcheck: helper binary for test_synth.sh (descriptor check + digest + weight statistics of a checkpoint)
+add_executable(test_archcheck test_archcheck.c)
+target_compile_options(test_archcheck PRIVATE ${TQ_C_WARNINGS})
+target_link_libraries(test_archcheck PRIVATE tqcore)
+tq_add_script_test(test_synth SCRIPT test_synth.sh LABELS cpu ARGS $<TARGET_FILE:test_archcheck> TIMEOUT 300)
+tq_add_test(test_estimate SOURCES test_estimate.c LABELS cpu)
+tq_add_script_test(test_estimate_cli SCRIPT test_estimate_cli.sh LABELS cpu TIMEOUT 120)
