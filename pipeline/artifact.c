@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <unistd.h>
 
 #include <hdf5.h>
+#include <zstd.h>
 
 #include "fileio.h" /* defines: tq_commit_rename, tq_mkdirs, tq_read_file, tq_write_file_atomic */
 #include "h5zstd.h" /* defines: tq_h5zstd_register, TQ_H5Z_ZSTD */
@@ -383,6 +385,129 @@ static int tq_is_fp16_scale_part(const tq_qpart* p)
                                  !strncmp(p->name, "min", 3));
 }
 
+// ------------------------------------------------------------------------------------------------
+// zstd chunks compressed in parallel and written with H5Dwrite_chunk (the bytes the filter pipeline
+// would store: one zstd frame per chunk, edge chunks zero-padded to the full chunk size, so the result
+// never depends on uninitialised memory or on the thread count)
+
+typedef struct {
+    const uint8_t* src;  /* chunk source (may be shorter than chunk_bytes at the edge) */
+    size_t src_bytes, chunk_bytes;
+    int level;
+    uint8_t* out;
+    size_t out_cap, out_bytes;
+    int failed;
+} tq_zjob;
+
+typedef struct {
+    tq_zjob* jobs;
+    int njobs;
+    int next;             /* protected by mu */
+    pthread_mutex_t mu;
+} tq_zpool;
+
+static void tq_zjob_run(tq_zjob* j, ZSTD_CCtx* cctx, uint8_t* pad)
+{
+    const void* in = j->src;
+    if (j->src_bytes < j->chunk_bytes) { /* edge chunk: zero padding */
+        memcpy(pad, j->src, j->src_bytes);
+        memset(pad + j->src_bytes, 0, j->chunk_bytes - j->src_bytes);
+        in = pad;
+    }
+    size_t r = ZSTD_compressCCtx(cctx, j->out, j->out_cap, in, j->chunk_bytes, j->level);
+    if (ZSTD_isError(r)) j->failed = 1;
+    else j->out_bytes = r;
+}
+
+static void* tq_zworker(void* arg)
+{
+    tq_zpool* P = arg;
+    ZSTD_CCtx* cctx = ZSTD_createCCtx();
+    uint8_t* pad = NULL;
+    size_t pad_cap = 0;
+    for (;;) {
+        pthread_mutex_lock(&P->mu);
+        int k = P->next++;
+        pthread_mutex_unlock(&P->mu);
+        if (k >= P->njobs) break;
+        tq_zjob* j = &P->jobs[k];
+        if (j->src_bytes < j->chunk_bytes && pad_cap < j->chunk_bytes) {
+            free(pad);
+            pad = malloc(j->chunk_bytes);
+            pad_cap = pad ? j->chunk_bytes : 0;
+        }
+        if (!cctx || (j->src_bytes < j->chunk_bytes && !pad)) j->failed = 1;
+        else tq_zjob_run(j, cctx, pad);
+    }
+    free(pad);
+    ZSTD_freeCCtx(cctx);
+    return NULL;
+}
+
+/* Threads for chunk compression: $TQ_ARTIFACT_THREADS, else the online CPUs (at most 16). */
+static int tq_zthreads(void)
+{
+    const char* e = getenv("TQ_ARTIFACT_THREADS");
+    long n = e && *e ? strtol(e, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > 16) n = 16;
+    return (int)n;
+}
+
+static tq_status tq_write_chunks(tq_shard_writer* w, hid_t ds, int ndim, const uint8_t* data, size_t bytes,
+                                 size_t chunk_bytes, size_t stride, const char* tname, const char* pname)
+{
+    const int nthreads = tq_zthreads();
+    const size_t nchunks = (bytes + chunk_bytes - 1) / chunk_bytes;
+    const size_t batch = (size_t)nthreads * 4;
+    const size_t cap = ZSTD_compressBound(chunk_bytes);
+    tq_zjob* jobs = calloc(batch, sizeof *jobs);
+    uint8_t* outbuf = malloc(batch * cap);
+    pthread_t* th = calloc((size_t)nthreads, sizeof *th);
+    tq_status rc = TQ_OK;
+    if (!jobs || !outbuf || !th) {
+        rc = tq_fail(TQ_ERR_NOMEM, "out of memory compressing tensor %s", tname);
+        goto out;
+    }
+    for (size_t c0 = 0; c0 < nchunks && rc == TQ_OK; c0 += batch) {
+        size_t nb = nchunks - c0 < batch ? nchunks - c0 : batch;
+        for (size_t i = 0; i < nb; i++) {
+            size_t off = (c0 + i) * chunk_bytes;
+            tq_zjob* j = &jobs[i];
+            j->src = data + off;
+            j->src_bytes = bytes - off < chunk_bytes ? bytes - off : chunk_bytes;
+            j->chunk_bytes = chunk_bytes;
+            j->level = w->level;
+            j->out = outbuf + i * cap;
+            j->out_cap = cap;
+            j->out_bytes = 0;
+            j->failed = 0;
+        }
+        tq_zpool P = {jobs, (int)nb, 0, PTHREAD_MUTEX_INITIALIZER};
+        int nt = nthreads < (int)nb ? nthreads : (int)nb, started = 0;
+        for (int t = 1; t < nt; t++) /* this thread is worker 0 */
+            if (pthread_create(&th[t], NULL, tq_zworker, &P) == 0) started = t;
+        tq_zworker(&P);
+        for (int t = 1; t <= started; t++) pthread_join(th[t], NULL);
+        for (size_t i = 0; i < nb && rc == TQ_OK; i++) {
+            if (jobs[i].failed) {
+                rc = tq_fail(TQ_ERR_NOMEM, "zstd failed on chunk %zu of part '%s' of tensor %s", c0 + i, pname, tname);
+                break;
+            }
+            hsize_t offset[2] = {(hsize_t)((c0 + i) * stride), 0};
+            errno = 0;
+            if (H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset, jobs[i].out_bytes, jobs[i].out) < 0)
+                rc = tq_hdf5_write_status("writing tensor data to", w->tmp);
+        }
+    }
+out:
+    (void)ndim;
+    free(jobs);
+    free(outbuf);
+    free(th);
+    return rc;
+}
+
 /* File (and memory: no conversion) type of a part: u8 for codes, IEEE fp16 for 2-byte parts (norms,
  * scales, mins, fp16 values), u16 for bf16 values (no bf16 type in HDF5 tools), IEEE fp32 for 4-byte
  * parts (codebooks, int8 row scales, f32 values). Little-endian; the caller closes it. */
@@ -441,7 +566,11 @@ static tq_status tq_write_part(tq_shard_writer* w, hid_t grp, const tq_codec* co
     }
     ds = H5Dcreate2(grp, p->name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     TQ_GOTO_IF(ds < 0, TQ_ERR_HDF5, out);
-    if (p->bytes > 0) {
+    if (p->bytes > 0 && w->level > 0) {
+        size_t chunk_bytes = (size_t)chunk[0] * (ndim == 2 ? p->row_bytes : (size_t)es);
+        size_t stride = (size_t)chunk[0]; /* chunk step along dim 0 */
+        rc = tq_write_chunks(w, ds, ndim, p->data, p->bytes, chunk_bytes, stride, tname, p->name);
+    } else if (p->bytes > 0) {
         errno = 0;
         if (H5Dwrite(ds, ftype, H5S_ALL, H5S_ALL, H5P_DEFAULT, p->data) < 0) {
             rc = tq_hdf5_write_status("writing tensor data to", w->tmp);
