@@ -672,6 +672,11 @@ out:
 
 tq_status tq_shard_commit(tq_shard_writer** pw)
 {
+    return tq_shard_commit_hash(pw, NULL);
+}
+
+tq_status tq_shard_commit_hash(tq_shard_writer** pw, uint64_t* file_xxh3)
+{
     TQ_RETURN_IF(!pw || !*pw, TQ_ERR_ARG, "tq_shard_commit: no writer");
     tq_shard_writer* w = *pw;
     tq_status rc = TQ_OK;
@@ -693,6 +698,7 @@ tq_status tq_shard_commit(tq_shard_writer** pw)
     if (rc == TQ_OK) rc = tq_commit_rename(w->tmp, w->path);
     if (rc != TQ_OK) unlink(w->tmp);
     if (rc == TQ_OK) tq_sidecar_write(w->path, fh);
+    if (rc == TQ_OK && file_xxh3) *file_xxh3 = fh;
     free(w);
     *pw = NULL;
     return rc;
@@ -1205,6 +1211,123 @@ static tq_status tq_artifact_shard_handle(tq_artifact* a, int k, hid_t* f, char*
     return TQ_OK;
 }
 
+/* Whole-dataset read of a tqpipe zstd dataset (chunks of whole rows, filter 32015 only): raw chunks
+ * are read with H5Dread_chunk and decompressed by TQ_ARTIFACT_THREADS threads. Returns 0 when done,
+ * 1 when the dataset is not of that shape (the caller then uses H5Dread), -1 on a decompression error
+ * (the caller's H5Dread then reports it). */
+typedef struct {
+    uint8_t** raw;
+    size_t* raw_bytes;
+    uint8_t* dst;
+    size_t chunk_bytes, total, nchunks;
+    size_t next;
+    int failed;
+    pthread_mutex_t mu;
+} tq_dpool;
+
+static void* tq_dworker(void* arg)
+{
+    tq_dpool* P = arg;
+    ZSTD_DCtx* d = ZSTD_createDCtx();
+    uint8_t* tmp = NULL;
+    for (;;) {
+        pthread_mutex_lock(&P->mu);
+        size_t k = P->next++;
+        pthread_mutex_unlock(&P->mu);
+        if (k >= P->nchunks) break;
+        size_t off = k * P->chunk_bytes;
+        size_t want = P->total - off < P->chunk_bytes ? P->total - off : P->chunk_bytes;
+        unsigned long long n = ZSTD_getFrameContentSize(P->raw[k], P->raw_bytes[k]);
+        if (!d || n != P->chunk_bytes) {
+            P->failed = 1;
+            continue;
+        }
+        uint8_t* out = P->dst + off;
+        if (want < P->chunk_bytes) { /* edge chunk: decompress whole, keep the rows inside the dataset */
+            if (!tmp) tmp = malloc(P->chunk_bytes);
+            if (!tmp) {
+                P->failed = 1;
+                continue;
+            }
+            out = tmp;
+        }
+        size_t r = ZSTD_decompressDCtx(d, out, P->chunk_bytes, P->raw[k], P->raw_bytes[k]);
+        if (ZSTD_isError(r) || r != P->chunk_bytes) P->failed = 1;
+        else if (out == tmp) memcpy(P->dst + off, tmp, want);
+    }
+    free(tmp);
+    ZSTD_freeDCtx(d);
+    return NULL;
+}
+
+static int tq_read_chunks_parallel(hid_t ds, uint8_t* dst, size_t total)
+{
+    hid_t dcpl = H5Dget_create_plist(ds), fs = H5Dget_space(ds), ft = H5Dget_type(ds);
+    int result = 1;
+    tq_dpool P;
+    size_t nraw = 0; /* entries of P.raw to free */
+    memset(&P, 0, sizeof P);
+    pthread_mutex_init(&P.mu, NULL);
+    hsize_t dims[2] = {0, 0}, cdims[2] = {0, 0};
+    int nd = fs >= 0 ? H5Sget_simple_extent_ndims(fs) : -1;
+    unsigned flags = 0, cd[4] = {0};
+    size_t ncd = 4;
+    size_t es = ft >= 0 ? H5Tget_size(ft) : 0;
+    if (dcpl < 0 || nd < 1 || nd > 2 || es == 0 || H5Pget_layout(dcpl) != H5D_CHUNKED || H5Pget_nfilters(dcpl) != 1 ||
+        H5Pget_filter2(dcpl, 0, &flags, &ncd, cd, 0, NULL, NULL) != TQ_H5Z_ZSTD ||
+        H5Pget_chunk(dcpl, nd, cdims) != nd || H5Sget_simple_extent_dims(fs, dims, NULL) != nd ||
+        (nd == 2 && cdims[1] != dims[1]) || cdims[0] == 0)
+        goto out;
+    P.chunk_bytes = (size_t)cdims[0] * (nd == 2 ? (size_t)dims[1] : 1) * es;
+    P.total = total;
+    P.nchunks = (size_t)((dims[0] + cdims[0] - 1) / cdims[0]);
+    P.dst = dst;
+    if ((size_t)dims[0] * (nd == 2 ? (size_t)dims[1] : 1) * es != total) goto out;
+    const size_t nchunks = P.nchunks;
+    int nt = tq_zthreads();
+    const size_t batch = (size_t)nt * 4; /* bounded memory: at most this many raw chunks at a time */
+    P.raw = calloc(batch, sizeof *P.raw);
+    P.raw_bytes = calloc(batch, sizeof *P.raw_bytes);
+    result = -1;
+    if (!P.raw || !P.raw_bytes) goto out;
+    nraw = batch;
+    for (size_t c0 = 0; c0 < nchunks; c0 += batch) {
+        size_t nb = nchunks - c0 < batch ? nchunks - c0 : batch;
+        for (size_t k = 0; k < nb; k++) { /* raw reads stay on this thread (HDF5 is not thread-safe) */
+            hsize_t off[2] = {(hsize_t)(c0 + k) * cdims[0], 0};
+            hsize_t sz = 0;
+            uint32_t mask = 0;
+            free(P.raw[k]);
+            P.raw[k] = NULL;
+            if (H5Dget_chunk_storage_size(ds, off, &sz) < 0 || sz == 0) goto out;
+            P.raw[k] = malloc((size_t)sz);
+            P.raw_bytes[k] = (size_t)sz;
+            if (!P.raw[k] || H5Dread_chunk(ds, H5P_DEFAULT, off, &mask, P.raw[k]) < 0 || mask != 0) goto out;
+        }
+        P.dst = dst + c0 * P.chunk_bytes;
+        P.total = total - c0 * P.chunk_bytes;
+        P.nchunks = nb;
+        P.next = 0;
+        int n = nt < (int)nb ? nt : (int)nb, started = 0;
+        pthread_t th[16];
+        for (int t = 1; t < n; t++)
+            if (pthread_create(&th[t], NULL, tq_dworker, &P) == 0) started = t;
+        tq_dworker(&P);
+        for (int t = 1; t <= started; t++) pthread_join(th[t], NULL);
+        if (P.failed) break;
+    }
+    result = P.failed ? -1 : 0;
+out:
+    for (size_t k = 0; P.raw && k < nraw; k++) free(P.raw[k]);
+    free(P.raw);
+    free(P.raw_bytes);
+    pthread_mutex_destroy(&P.mu);
+    if (ft >= 0) H5Tclose(ft);
+    if (fs >= 0) H5Sclose(fs);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return result;
+}
+
 /* Read rows [row0, row0+nrows) (whole tensor when row0 == 0 && nrows == t->rows) of every part. */
 static tq_status tq_artifact_read_impl(tq_artifact* a, const tq_artifact_tensor* t, int64_t row0, int64_t nrows,
                                        tq_qtensor* q, int whole)
@@ -1261,7 +1384,9 @@ static tq_status tq_artifact_read_impl(tq_artifact* a, const tq_artifact_tensor*
                         ? -1
                         : H5Dread(ds, ft, ms, fs, H5P_DEFAULT, p->data);
             } else {
-                e = H5Dread(ds, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, p->data);
+                e = tq_read_chunks_parallel(ds, p->data, p->bytes) == 0
+                        ? 0
+                        : H5Dread(ds, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, p->data);
             }
             if (e < 0)
                 rc = tq_fail(TQ_ERR_CORRUPT, "%s: tensor %s: cannot read part '%s' (damaged or truncated file)", path,

@@ -91,6 +91,9 @@ tq_status tq_shard_add(tq_shard_writer* w, const tq_artifact_desc* d, const tq_q
                        uint64_t* checksum_out);
 /* Close, fsync and rename the shard into place; frees *pw (set to NULL) whatever the outcome. */
 tq_status tq_shard_commit(tq_shard_writer** pw);
+/* Same, and return the XXH3-64 of the whole committed shard file (what the index records as "xxh3"),
+ * computed from the page cache before the rename: callers need not read the shard again. */
+tq_status tq_shard_commit_hash(tq_shard_writer** pw, uint64_t* file_xxh3);
 /* Drop the temp file; accepts NULL / *pw == NULL. */
 void tq_shard_abort(tq_shard_writer** pw);
 

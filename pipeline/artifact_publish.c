@@ -152,13 +152,86 @@ typedef struct {
     char codecs[160];
 } tq_role_sum;
 
-static void tq_card_pretty_json(tq_sbuf* b, const char* text)
+/* JSON text, pretty printed; objects/arrays with more than `max_items` entries are replaced by a
+ * note (per-tensor checksum maps of a 40,000-tensor model do not belong in a model card). */
+static void tq_card_pretty_json(tq_sbuf* b, const char* text, size_t max_items)
 {
     json_t* j = json_loads(text, 0, NULL);
-    char* pretty = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(12)) : NULL;
+    if (j && json_is_object(j)) {
+        const char* key;
+        json_t* v;
+        json_object_foreach(j, key, v)
+        {
+            size_t n = json_is_object(v) ? json_object_size(v) : json_is_array(v) ? json_array_size(v) : 0;
+            if (n > max_items) {
+                char note[160];
+                snprintf(note, sizeof note, "(%zu entries: see \"provenance\" in model.tqa.index.json)", n);
+                json_object_set_new(j, key, json_string(note));
+            }
+        }
+    }
+    char* pretty = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
     tq_sb_printf(b, "```json\n%s\n```\n", pretty ? pretty : text);
     free(pretty);
     json_decref(j);
+}
+
+static void tq_card_scalar(tq_sbuf* b, json_t* v)
+{
+    if (json_is_string(v)) tq_sb_printf(b, "%s", json_string_value(v));
+    else if (json_is_integer(v)) tq_sb_printf(b, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v)) tq_sb_printf(b, "%.6g", json_real_value(v));
+    else if (json_is_boolean(v)) tq_sb_text(b, json_is_true(v) ? "yes" : "no");
+}
+
+/* Metrics: a table for an array "runs" of flat objects (scalar columns, long strings left out), then
+ * the whole JSON folded. */
+static void tq_card_metrics(tq_sbuf* b, const char* text)
+{
+    json_t* j = json_loads(text, 0, NULL);
+    json_t* runs = j ? json_object_get(j, "runs") : NULL;
+    if (json_is_array(runs) && json_array_size(runs) > 0 && json_is_object(json_array_get(runs, 0))) {
+        const char* cols[32];
+        int nc = 0;
+        const char* key;
+        json_t* v;
+        json_object_foreach(json_array_get(runs, 0), key, v)
+        {
+            if (nc == 32 || json_is_object(v) || json_is_array(v) || json_is_null(v)) continue;
+            if (json_is_string(v) && strlen(json_string_value(v)) > 32) continue;
+            cols[nc++] = key;
+        }
+        for (int c = 0; c < nc; c++) tq_sb_printf(b, "| %s ", cols[c]);
+        tq_sb_text(b, "|\n");
+        for (int c = 0; c < nc; c++) tq_sb_text(b, "|---");
+        tq_sb_text(b, "|\n");
+        for (size_t r = 0; r < json_array_size(runs); r++) {
+            for (int c = 0; c < nc; c++) {
+                tq_sb_text(b, "| ");
+                tq_card_scalar(b, json_object_get(json_array_get(runs, r), cols[c]));
+                tq_sb_text(b, " ");
+            }
+            tq_sb_text(b, "|\n");
+        }
+        tq_sb_text(b, "\n<details><summary>all metrics (JSON)</summary>\n\n");
+        tq_card_pretty_json(b, text, (size_t)-1);
+        tq_sb_text(b, "\n</details>\n");
+    } else {
+        tq_card_pretty_json(b, text, (size_t)-1);
+    }
+    json_decref(j);
+}
+
+static const char* tq_human(double bytes, char* buf, size_t cap)
+{
+    const char* u[] = {"B", "kB", "MB", "GB", "TB"};
+    int k = 0;
+    while (bytes >= 1000.0 && k < 4) {
+        bytes /= 1000.0;
+        k++;
+    }
+    snprintf(buf, cap, k ? "%.2f %s" : "%.0f %s", bytes, u[k]);
+    return buf;
 }
 
 static void tq_card(tq_sbuf* b, const tq_artifact* a, const char* job_text, const char* job_name,
@@ -178,10 +251,12 @@ static void tq_card(tq_sbuf* b, const tq_artifact* a, const char* job_text, cons
                  name, TQ_VERSION, TQ_ARTIFACT_FORMAT, TQ_ARTIFACT_FORMAT_VERSION);
     tq_sb_text(b, "## Size\n\n| | |\n|---|---|\n");
     tq_sb_printf(b, "| tensors | %lld |\n| parameters | %lld |\n", (long long)tq_artifact_count(a), (long long)params);
-    tq_sb_printf(b, "| packed tensor bytes | %llu (%.3f GB) |\n", (unsigned long long)bytes, (double)bytes / 1e9);
+    char h1[32], h2[32], h3[32];
+    tq_sb_printf(b, "| packed tensor bytes | %llu (%s) |\n", (unsigned long long)bytes, tq_human((double)bytes, h1, sizeof h1));
     tq_sb_printf(b, "| bits per weight (every tensor, all overhead of codes/norms/codebooks) | %.4f |\n", bpw);
-    tq_sb_printf(b, "| files (shards + index) | %llu bytes |\n| bf16 size of the same weights | %.3f GB |\n\n",
-                 (unsigned long long)file_bytes, 2.0 * (double)params / 1e9);
+    tq_sb_printf(b, "| files (shards + index) | %llu (%s) |\n| bf16 size of the same weights | %s (%.2fx smaller) |\n\n",
+                 (unsigned long long)file_bytes, tq_human((double)file_bytes, h2, sizeof h2),
+                 tq_human(2.0 * (double)params, h3, sizeof h3), bytes ? 2.0 * (double)params / (double)bytes : 0.0);
 
     /* codec plan by role */
     tq_role_sum* rs = calloc((size_t)tq_artifact_count(a) + 1, sizeof *rs);
@@ -230,12 +305,12 @@ static void tq_card(tq_sbuf* b, const tq_artifact* a, const char* job_text, cons
 
     tq_sb_text(b, "## Source model and checksums\n\n");
     if (*tq_artifact_provenance(a))
-        tq_card_pretty_json(b, tq_artifact_provenance(a));
+        tq_card_pretty_json(b, tq_artifact_provenance(a), 64);
     else
         tq_sb_text(b, "No provenance was recorded.\n");
     tq_sb_text(b, "\n## Validation metrics\n\n");
     if (*tq_artifact_metrics(a))
-        tq_card_pretty_json(b, tq_artifact_metrics(a));
+        tq_card_metrics(b, tq_artifact_metrics(a));
     else
         tq_sb_text(b, "No validation metrics were recorded (the validate stage did not run).\n");
 

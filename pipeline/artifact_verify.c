@@ -131,7 +131,8 @@ static void tq_verify_plan(tq_vstate* v, const tq_artifact* a, const char* plan,
                 *colon = '\0';
                 if (colon[1] == 'g') group = atoi(colon + 2);
             }
-            if (strcmp(codec, t->codec.name) || group != t->codec.group)
+            int fp = t->codec.kind == TQ_CODEC_FP16 || t->codec.kind == TQ_CODEC_BF16 || t->codec.kind == TQ_CODEC_F32;
+            if (strcmp(codec, t->codec.name) || (group != t->codec.group && !fp)) /* fp codecs: group unused */
                 tq_vproblem(v, tq_fail(TQ_ERR_CORRUPT, "tensor %s is stored as %s:g%d but the %s (line %lld) says %s:g%d",
                                        tensor, t->codec.name, t->codec.group, what, (long long)lineno, codec, group));
         }

@@ -16,6 +16,8 @@
 /* The hook may be missing if model.c changes: a weak reference lets tqcore link either way. */
 extern void tq_model_set_observer(tq_model* m, tq_linear_observer fn, void* ctx) __attribute__((weak));
 
+#define TQ_HEAD_CHUNK 64 /* rows per output-head call during calibration (bounds the logits buffer) */
+
 typedef struct {
     tq_calib* c;
 } obs_ctx;
@@ -69,6 +71,7 @@ tq_status tq_calibrate(const tq_rt* rt, const tq_calib_opts* o, tq_calib_stats* 
     tq_kv_cache* kv = NULL;
     int* toks = NULL;
     float* x = NULL;
+    float* logits = NULL;
     double* hbuf = NULL;
     double* pbuf = NULL;
     int64_t ntok = 0, local_tokens = 0;
@@ -108,6 +111,20 @@ tq_status tq_calibrate(const tq_rt* rt, const tq_calib_opts* o, tq_calib_stats* 
                                            : 4u * (uint64_t)(t->shape[1] * t->shape[1]) +
                                                  16u * (uint64_t)(t->shape[1] * (t->shape[1] + 1) / 2);
     }
+    /* the output head's input (final normed hidden states): the head is the embedding when tied */
+    int64_t head_idx = -1;
+    for (int64_t i = 0; i < a->n_tensors; i++) {
+        const tq_arch_tensor* t = &a->tensors[i];
+        if (t->ndim == 2 && (t->role == TQ_ROLE_LM_HEAD || (a->tied_embeddings && t->role == TQ_ROLE_EMBED))) {
+            TQ_CHECK_GOTO(tq_calib_add(c, t->name, t->shape[1], o->diag_only, &head_idx), agree);
+            st->bytes_per_rank += o->diag_only ? 20u * (uint64_t)t->shape[1]
+                                               : 4u * (uint64_t)(t->shape[1] * t->shape[1]) +
+                                                     16u * (uint64_t)(t->shape[1] * (t->shape[1] + 1) / 2);
+            break;
+        }
+    }
+    logits = malloc((size_t)TQ_HEAD_CHUNK * (size_t)tq_model_vocab(m) * sizeof(float));
+    TQ_GOTO_FAIL(!logits, TQ_ERR_NOMEM, agree, "calibrate: out of memory for logits");
     oc.c = c;
     tq_model_set_observer(m, on_input, &oc);
     x = malloc((size_t)seq_len * (size_t)tq_model_hidden(m) * sizeof(float));
@@ -124,6 +141,13 @@ agree:
             tq_kv_reset(kv);
             rc = tq_model_embed(m, toks + (size_t)s * seq_len, seq_len, x);
             if (rc == TQ_OK) rc = tq_model_layers(m, kv, x, seq_len, 0);
+            /* tq_model_head normalizes x in place: then x holds the head's input rows */
+            for (int r0 = 0; r0 < seq_len && rc == TQ_OK && head_idx >= 0; r0 += TQ_HEAD_CHUNK) {
+                int nr = seq_len - r0 < TQ_HEAD_CHUNK ? seq_len - r0 : TQ_HEAD_CHUNK;
+                float* xr = x + (size_t)r0 * tq_model_hidden(m);
+                rc = tq_model_head(m, xr, nr, logits);
+                if (rc == TQ_OK) rc = tq_calib_observe(c, head_idx, xr, nr, tq_model_hidden(m));
+            }
             if (rc == TQ_OK) rc = tq_calib_end_sequence(c);
             local_tokens += seq_len;
             tq_progress_update(pr, (double)local_tokens);
@@ -200,6 +224,7 @@ out:
     free(hbuf);
     free(pbuf);
     free(x);
+    free(logits);
     free(toks);
     tq_kv_free(&kv);
     tq_calib_free(&c);

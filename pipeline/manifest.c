@@ -520,6 +520,13 @@ tq_status tq_journal_open(tq_journal* j, const char* stage_dir, int attempt, int
     j->jfd = j->sfd = -1;
     const char* ns = getenv("TQ_MANIFEST_NOSYNC");
     j->nosync = ns && !strcmp(ns, "1");
+    const char* e = getenv("TQ_JOURNAL_BATCH");
+    j->max_units = e ? atoll(e) : 256;
+    if (j->max_units < 1) j->max_units = 1;
+    e = getenv("TQ_JOURNAL_INTERVAL");
+    j->interval = e ? atof(e) : 1.0;
+    j->max_bytes = (uint64_t)64 << 20;
+    if (tq_fault_active()) j->max_units = 1;
     char d[4200];
     tq_fmt(d, sizeof d, "%s/journal", stage_dir);
     TQ_FORWARD(tq_mkdirs(d));
@@ -543,6 +550,41 @@ tq_status tq_journal_open(tq_journal* j, const char* stage_dir, int attempt, int
     } else {
         strcpy(j->segname, "-");
     }
+    j->batch_t0 = now_s();
+    return TQ_OK;
+}
+
+/* drop the open batch (after a failed write): its units stay pending */
+static void batch_drop(tq_journal* j, uint64_t seg_start)
+{
+    if (j->sfd >= 0 && j->seg_end > seg_start) {
+        if (ftruncate(j->sfd, (off_t)seg_start) != 0) TQ_LOG(TQ_LOG_WARN, "cannot truncate %s", j->spath);
+        j->seg_end = seg_start;
+    }
+    j->buf_len = 0;
+    j->batch_units = j->batch_done = 0;
+    j->batch_bytes = 0;
+}
+
+tq_status tq_journal_commit(tq_journal* j)
+{
+    if (j->batch_units == 0) return TQ_OK;
+    uint64_t seg_start = j->seg_end - j->batch_bytes;
+    tq_status rc = TQ_OK;
+    if (j->batch_bytes > 0 && !j->nosync && fdatasync(j->sfd) != 0) rc = tq_errno_status(errno, "fdatasync", j->spath);
+    if (rc == TQ_OK) rc = tq_fault_write_check(j->jpath);
+    if (rc == TQ_OK) rc = tq_write_full(j->jfd, j->buf, j->buf_len, j->jpath);
+    if (rc == TQ_OK && !j->nosync && fdatasync(j->jfd) != 0) rc = tq_errno_status(errno, "fdatasync", j->jpath);
+    if (rc != TQ_OK) {
+        batch_drop(j, seg_start);
+        return rc;
+    }
+    j->records += j->batch_units;
+    j->committed += j->batch_done;
+    j->buf_len = 0;
+    j->batch_units = j->batch_done = 0;
+    j->batch_bytes = 0;
+    j->batch_t0 = now_s();
     return TQ_OK;
 }
 
@@ -553,14 +595,25 @@ static tq_status append_line(tq_journal* j, char kind, int64_t idx, const char* 
     char xh[17], ah[17], cs[17];
     tq_xxh_hex(xxh, xh);
     tq_xxh_hex(aux, ah);
-    int n = snprintf(line, sizeof line, "%c %" PRId64 " %s %" PRIu64 " %" PRIu64 " %s %s %.3f", kind, idx, seg, off, len,
-                     xh, ah, now_s());
+    int n = tq_fmt(line, sizeof line, "%c %" PRId64 " %s %" PRIu64 " %" PRIu64 " %s %s %.3f", kind, idx, seg, off, len, xh,
+                   ah, now_s());
+    if (n < 0) return tq_fail(TQ_ERR_ARG, "journal line too long");
     tq_xxh_hex(tq_xxh64(line, (size_t)n, 0), cs);
-    n += snprintf(line + n, sizeof line - (size_t)n, " %s\n", cs);
-    TQ_FORWARD(tq_fault_write_check(j->jpath));
-    TQ_FORWARD(tq_write_full(j->jfd, line, (size_t)n, j->jpath));
-    if (!j->nosync && fdatasync(j->jfd) != 0) return tq_errno_status(errno, "fdatasync", j->jpath);
-    j->records++;
+    int m = tq_fmt(line + n, sizeof line - (size_t)n, " %s\n", cs);
+    if (m < 0) return tq_fail(TQ_ERR_ARG, "journal line too long");
+    n += m;
+    if (j->buf_len + (size_t)n > j->buf_cap) {
+        size_t cap = j->buf_cap ? j->buf_cap * 2 : 65536;
+        while (cap < j->buf_len + (size_t)n) cap *= 2;
+        char* nb = realloc(j->buf, cap);
+        if (!nb) return tq_fail(TQ_ERR_NOMEM, "out of memory for the journal batch of %s", j->jpath);
+        j->buf = nb;
+        j->buf_cap = cap;
+    }
+    memcpy(j->buf + j->buf_len, line, (size_t)n);
+    j->buf_len += (size_t)n;
+    j->batch_units++;
+    if (kind == 'D') j->batch_done++;
     return TQ_OK;
 }
 
@@ -571,24 +624,39 @@ tq_status tq_journal_put(tq_journal* j, int64_t idx, const void* data, size_t le
     if (len > 0) {
         if (j->sfd < 0) return tq_fail(TQ_ERR_ARG, "%s: journal opened without a segment", j->jpath);
         off = j->seg_end;
-        TQ_FORWARD(tq_fault_write_check(j->spath));
-        tq_status rc = tq_pwrite_full(j->sfd, data, len, off, j->spath);
+        tq_status rc = tq_fault_write_check(j->spath);
+        if (rc == TQ_OK) rc = tq_pwrite_full(j->sfd, data, len, off, j->spath);
         if (rc != TQ_OK) {
-            /* drop a partial record so the next one starts clean */
-            if (ftruncate(j->sfd, (off_t)off) != 0) TQ_LOG(TQ_LOG_WARN, "cannot truncate %s", j->spath);
+            /* drop the partial record and the open batch so the segment ends clean */
+            j->seg_end = off + len;
+            j->batch_bytes += len;
+            batch_drop(j, off + len - j->batch_bytes);
             return rc;
         }
-        if (!j->nosync && fdatasync(j->sfd) != 0) return tq_errno_status(errno, "fdatasync", j->spath);
         j->seg_end = off + len;
+        j->batch_bytes += len;
     }
-    return append_line(j, 'D', idx, len > 0 ? j->segname : "-", off, len, h, aux);
+    TQ_FORWARD(append_line(j, 'D', idx, len > 0 ? j->segname : "-", off, len, h, aux));
+    if (j->batch_units >= j->max_units || j->batch_bytes >= j->max_bytes || now_s() - j->batch_t0 >= j->interval)
+        return tq_journal_commit(j);
+    return TQ_OK;
 }
 
-tq_status tq_journal_bad(tq_journal* j, int64_t idx) { return append_line(j, 'B', idx, "-", 0, 0, 0, 0); }
-
-void tq_journal_close(tq_journal* j)
+tq_status tq_journal_bad(tq_journal* j, int64_t idx)
 {
+    TQ_FORWARD(append_line(j, 'B', idx, "-", 0, 0, 0, 0));
+    return tq_journal_commit(j);
+}
+
+tq_status tq_journal_close(tq_journal* j)
+{
+    tq_status rc = TQ_OK;
+    if (j->jfd >= 0) rc = tq_journal_commit(j);
     if (j->jfd >= 0) close(j->jfd);
     if (j->sfd >= 0) close(j->sfd);
     j->jfd = j->sfd = -1;
+    free(j->buf);
+    j->buf = NULL;
+    j->buf_len = j->buf_cap = 0;
+    return rc;
 }

@@ -15,7 +15,9 @@
 #include "fileio.h"    /* defines: tq_file_exists, tq_read_file, tq_write_file_atomic */
 #include "log.h"       /* defines: TQ_LOG0 */
 #include "sensitivity.h"
+#include "model.h"     /* defines: tq_wsource, tq_model_load, tq_model_forward */
 #include "st_writer.h" /* defines: tq_st_writer_* */
+#include "validate.h"  /* defines: tq_load_tokens */
 
 typedef enum { K_MATRIX_H = 0, K_MATRIX_UNIFORM, K_OTHER } tensor_kind;
 
@@ -24,7 +26,7 @@ typedef enum { K_MATRIX_H = 0, K_MATRIX_UNIFORM, K_OTHER } tensor_kind;
 static tensor_kind classify(const tq_tensor_info* t, tq_role role, const char* hess_dir, char* hpath, size_t cap)
 {
     if (t->ndim != 2 || !tq_role_is_linear(role)) return K_OTHER;
-    if (role == TQ_ROLE_EMBED || role == TQ_ROLE_LM_HEAD || !hess_dir) return K_MATRIX_UNIFORM;
+    if (!hess_dir) return K_MATRIX_UNIFORM;
     char key[TQ_MAX_NAME];
     tq_calib_input_key(t->name, key);
     snprintf(hpath, cap, "%s/%s.hess.zst", hess_dir, key);
@@ -49,6 +51,240 @@ static tq_status measure(const float* w, int64_t R, int64_t N, const double* h, 
 {
     if (h) return tq_sens_measure(w, R, N, h, diag, c, seed, g && !diag ? g : NULL, what, omega, bytes);
     return tq_sens_measure(w, R, N, uni, 1, c, seed, NULL, what, omega, bytes);
+}
+
+// ------------------------------------------------------------------------------------------------
+// KL probe
+
+#define TQ_MAX_PROBE 4
+
+/* A weight source that serves one tensor from memory and everything else from a checkpoint. */
+typedef struct {
+    tq_wsource* inner;
+    const char* name;
+    const float* data;
+    size_t n;
+} swap_src;
+
+static const char* sw_config(void* ctx)
+{
+    swap_src* s = ctx;
+    return s->inner->config_json(s->inner->ctx);
+}
+static int sw_has(void* ctx, const char* name)
+{
+    swap_src* s = ctx;
+    return s->inner->has(s->inner->ctx, name);
+}
+static tq_status sw_shape(void* ctx, const char* name, int64_t* rows, int64_t* cols)
+{
+    swap_src* s = ctx;
+    return s->inner->shape(s->inner->ctx, name, rows, cols);
+}
+static tq_status sw_read(void* ctx, const char* name, float* dst, size_t cap)
+{
+    swap_src* s = ctx;
+    if (s->name && !strcmp(name, s->name)) {
+        if (cap < s->n) return tq_fail(TQ_ERR_ARG, "probe: buffer too small for %s", name);
+        memcpy(dst, s->data, s->n * sizeof(float));
+        return TQ_OK;
+    }
+    return s->inner->read(s->inner->ctx, name, dst, cap);
+}
+
+typedef struct {
+    int ctx, nwin;
+    int64_t ntok;
+    int* toks;
+    int vocab;
+    float* ref_lp;  /* [ntok x vocab] reference log-probabilities */
+    float* logits;  /* [ctx x vocab] */
+} probe_state;
+
+static void log_softmax(float* v, int n)
+{
+    double mx = v[0];
+    for (int i = 1; i < n; i++)
+        if (v[i] > mx) mx = v[i];
+    double s = 0;
+    for (int i = 0; i < n; i++) s += exp((double)v[i] - mx);
+    double ls = mx + log(s);
+    for (int i = 0; i < n; i++) v[i] = (float)((double)v[i] - ls);
+}
+
+/* Run the probe windows through the model from src; ref: store log-probs, else return the mean KL. */
+static tq_status probe_run(probe_state* P, tq_wsource* src, int ref, double* kl)
+{
+    tq_model* m = NULL;
+    tq_kv_cache* kv = NULL;
+    tq_status rc = tq_model_load(src, 0, -1, &m);
+    tq_kv_codec f16;
+    if (rc == TQ_OK) rc = tq_kv_codec_parse("fp16", 0, &f16);
+    if (rc == TQ_OK) rc = tq_model_kv_create(m, &f16, &f16, P->ctx, 0, &kv);
+    double sum = 0;
+    int64_t cnt = 0;
+    for (int w = 0; w < P->nwin && rc == TQ_OK; w++) {
+        tq_kv_reset(kv);
+        rc = tq_model_forward(m, kv, P->toks + (size_t)w * P->ctx, P->ctx, 0, P->logits);
+        for (int t = 0; t < P->ctx && rc == TQ_OK; t++) {
+            float* lg = P->logits + (size_t)t * P->vocab;
+            float* rl = P->ref_lp + ((size_t)w * P->ctx + t) * P->vocab;
+            log_softmax(lg, P->vocab);
+            if (ref) {
+                memcpy(rl, lg, (size_t)P->vocab * sizeof(float));
+            } else {
+                double k = 0;
+                for (int v = 0; v < P->vocab; v++) k += exp((double)rl[v]) * ((double)rl[v] - (double)lg[v]);
+                sum += k;
+                cnt++;
+            }
+        }
+    }
+    if (kl) *kl = cnt ? sum / (double)cnt : 0;
+    tq_kv_free(&kv);
+    tq_model_free(&m);
+    return rc;
+}
+
+/* Scale the Ω of every matrix row of `t` (this rank's rows) by its measured KL gain. */
+static tq_status probe_scale(const tq_sens_opts* o, tq_ckpt* ck, const tq_arch* a, tq_sens_table* t,
+                             tq_sens_stats* st)
+{
+    tq_status rc = TQ_OK;
+    probe_state P;
+    memset(&P, 0, sizeof P);
+    tq_wsource* inner = NULL;
+    tq_wsource sw;
+    swap_src ss;
+    float* w = NULL;
+    float* dq = NULL;
+    double* h = NULL;
+    double* uni = NULL;
+    tq_qtensor q;
+    memset(&q, 0, sizeof q);
+    tq_codec pc[TQ_MAX_PROBE];
+    int npc = 0;
+    double t0 = tq_rt_time();
+    {
+        char list[256];
+        snprintf(list, sizeof list, "%s", o->probe_codec ? o->probe_codec : "tq2");
+        char* save = NULL;
+        for (char* c = strtok_r(list, ",", &save); c && npc < TQ_MAX_PROBE; c = strtok_r(NULL, ",", &save))
+            TQ_CHECK_GOTO(tq_codec_label_parse(c, &pc[npc++]), out);
+    }
+    TQ_CHECK_GOTO(tq_wsource_ckpt(o->model, &inner), out);
+    {
+        char tokp[4096];
+        const char* tokenizer = o->tokenizer;
+        if (!tokenizer) {
+            snprintf(tokp, sizeof tokp, "%s/tokenizer.bin", o->model);
+            if (tq_file_exists(tokp)) tokenizer = tokp;
+        }
+        TQ_CHECK_GOTO(tq_load_tokens(o->probe_data, tokenizer, a ? a->vocab : 0, o->probe_tokens, &P.toks, &P.ntok), out);
+    }
+    P.vocab = a ? a->vocab : 0;
+    P.ctx = o->probe_ctx > 0 ? o->probe_ctx : 256;
+    if (P.ctx > P.ntok) P.ctx = (int)P.ntok;
+    P.nwin = P.ctx > 0 ? (int)(P.ntok / P.ctx) : 0;
+    TQ_GOTO_FAIL(P.nwin <= 0 || P.vocab <= 0, TQ_ERR_ARG, out, "probe: no probe window in %s", o->probe_data);
+    P.ref_lp = malloc((size_t)P.nwin * P.ctx * (size_t)P.vocab * sizeof(float));
+    P.logits = malloc((size_t)P.ctx * (size_t)P.vocab * sizeof(float));
+    TQ_GOTO_FAIL(!P.ref_lp || !P.logits, TQ_ERR_NOMEM, out, "probe: out of memory (%d x %d log-probabilities)",
+                 P.nwin * P.ctx, P.vocab);
+    TQ_CHECK_GOTO(probe_run(&P, inner, 1, NULL), out);
+    sw = *inner;
+    sw.ctx = &ss;
+    sw.config_json = sw_config;
+    sw.has = sw_has;
+    sw.shape = sw_shape;
+    sw.read = sw_read;
+    sw.close = NULL;
+    ss.inner = inner;
+    for (int64_t i0 = 0; i0 < t->n && rc == TQ_OK;) {
+        int64_t i1 = i0;
+        while (i1 < t->n && !strcmp(t->rows[i1].tensor, t->rows[i0].tensor)) i1++;
+        const tq_sens_row* r = &t->rows[i0];
+        const tq_tensor_info* ti = tq_ckpt_find(ck, r->tensor);
+        tq_role role = role_of(a, r->tensor);
+        char hpath[4096 + TQ_MAX_NAME];
+        tensor_kind k = ti ? classify(ti, role, o->hess_dir, hpath, sizeof hpath) : K_OTHER;
+        if (k != K_OTHER) {
+            size_t n = (size_t)r->rows * (size_t)r->cols;
+            free(w);
+            free(dq);
+            free(uni);
+            free(h);
+            h = NULL;
+            w = malloc(n * sizeof(float));
+            dq = malloc(n * sizeof(float));
+            uni = malloc((size_t)r->cols * sizeof(double));
+            TQ_GOTO_FAIL(!w || !dq || !uni, TQ_ERR_NOMEM, out, "probe: out of memory for %s", r->tensor);
+            for (int64_t j = 0; j < r->cols; j++) uni[j] = 1.0 / (double)r->rows;
+            TQ_CHECK_GOTO(tq_ckpt_read_f32(ck, ti, 0, r->rows, w, n * sizeof(float)), out);
+            int64_t hd = 0;
+            int diag = 0;
+            if (k == K_MATRIX_H) TQ_CHECK_GOTO(tq_hess_file_load(hpath, &h, &hd, &diag, NULL), out);
+            uint64_t seed = tq_tensor_seed(o->seed, r->tensor);
+            /* one point (Ω, KL) per probe codec; fit KL = a·Ω^p in log-log (p = 1 with one point) */
+            double lx[TQ_MAX_PROBE], ly[TQ_MAX_PROBE];
+            int np = 0;
+            for (int pi = 0; pi < npc; pi++) {
+                TQ_CHECK_GOTO(tq_qtensor_alloc(&q, &pc[pi], r->rows, r->cols, seed), out);
+                TQ_CHECK_GOTO(tq_quantize_ref(w, &q, r->tensor), out);
+                TQ_CHECK_GOTO(tq_dequantize_ref(&q, dq), out);
+                tq_qtensor_release(&q);
+                for (size_t j = 0; j < n; j++) w[j] -= dq[j];
+                double om = h ? tq_omega(w, r->rows, r->cols, h, diag) : tq_omega(w, r->rows, r->cols, uni, 1);
+                for (size_t j = 0; j < n; j++) w[j] += dq[j];
+                ss.name = r->tensor;
+                ss.data = dq;
+                ss.n = n;
+                double kl = 0;
+                TQ_CHECK_GOTO(probe_run(&P, &sw, 0, &kl), out);
+                if (om > 0 && kl > 0) {
+                    lx[np] = log(om);
+                    ly[np] = log(kl);
+                    np++;
+                }
+            }
+            double pw = 1, la = 0;
+            if (np == 1) {
+                la = ly[0] - lx[0];
+            } else if (np >= 2) {
+                double mx = 0, my = 0, sxx = 0, sxy = 0;
+                for (int k2 = 0; k2 < np; k2++) {
+                    mx += lx[k2] / np;
+                    my += ly[k2] / np;
+                }
+                for (int k2 = 0; k2 < np; k2++) {
+                    sxx += (lx[k2] - mx) * (lx[k2] - mx);
+                    sxy += (lx[k2] - mx) * (ly[k2] - my);
+                }
+                pw = sxx > 1e-12 ? sxy / sxx : 1;
+                if (pw < 0.5) pw = 0.5;
+                if (pw > 3) pw = 3;
+                la = my - pw * mx;
+            }
+            for (int64_t j = i0; j < i1; j++) {
+                double om = t->rows[j].omega;
+                t->rows[j].omega = np == 0 || om <= 0 ? 0 : exp(la + pw * log(om));
+            }
+            st->probed++;
+        }
+        i0 = i1;
+    }
+out:
+    st->probe_seconds = tq_rt_time() - t0;
+    tq_qtensor_release(&q);
+    tq_wsource_free(&inner);
+    free(P.toks);
+    free(P.ref_lp);
+    free(P.logits);
+    free(w);
+    free(dq);
+    free(h);
+    free(uni);
+    return rc;
 }
 
 tq_status tq_sensitivity_run(const tq_rt* rt, const tq_sens_opts* o, tq_sens_stats* st)
@@ -147,6 +383,10 @@ agree:
     }
     rc = tq_rt_agree(rt, rc);
     if (rc != TQ_OK) goto out;
+    if (o->probe_tokens > 0) {
+        rc = tq_rt_agree(rt, probe_scale(o, ck, a, local, st));
+        if (rc != TQ_OK) goto out;
+    }
     /* gather the rows (as text) on rank 0, sort by tensor name (codec order kept), write */
     {
         size_t len = 0;
@@ -207,11 +447,12 @@ agree:
         rc = tq_rt_agree(rt, rc);
     }
     {
-        double v[3] = {(double)st->tensors, (double)st->measured, (double)st->no_h};
-        if (rc == TQ_OK) rc = tq_rt_allreduce_sum_f64(rt, v, 3);
+        double v[4] = {(double)st->tensors, (double)st->measured, (double)st->no_h, (double)st->probed};
+        if (rc == TQ_OK) rc = tq_rt_allreduce_sum_f64(rt, v, 4);
         st->tensors = (int64_t)v[0];
         st->measured = (int64_t)v[1];
         st->no_h = (int64_t)v[2];
+        st->probed = (int64_t)v[3];
     }
     st->seconds = tq_rt_time() - t0;
 out:

@@ -4,8 +4,10 @@
  *  - tq_apply_plan: a "fake-quantized" checkpoint: every tensor quantized with the codec the plan (or
  *    one uniform codec) assigns — plainly or with GPTQ — and written back dequantized to fp32
  *    safetensors, so `tqpipe eval --model OUT --ref ORIGINAL` measures exactly the plan's damage.
- * Tensors without a calibrated input (embeddings, the tied head, lm_head) get Ω with uniform token
- * weights, ||ΔW||²_F / rows (pin them with a rule when that is not what you want); non-matrix tensors
+ * The output head (lm_head, or the embedding when tied) is measured with the H of its input (the final
+ * normed hidden states, collected by calibrate): Ω = logit error energy; the embedding's input-side use
+ * is not added. Matrices without an H file get Ω with uniform token weights, ||ΔW||²_F / rows (an
+ * untied input embedding: pin it with a rule when that is not what you want); non-matrix tensors
  * (norms, biases) get one option: their stored dtype (f32/fp16/bf16) with Ω = 0. */
 #ifndef TQ_SENSRUN_H
 #define TQ_SENSRUN_H
@@ -26,11 +28,24 @@ typedef struct {
     tq_gptq_opts gopts;
     const char* out;             /* table path (written by rank 0) */
     int quiet;
+    /* KL probe (optional, probe_tokens > 0): per matrix, quantize it alone with probe_codec (plain),
+     * run the probe tokens through the model and measure the mean KL divergence to the original;
+     * every Ω of that tensor is mapped to KL units: Ω -> (KL/Ω(probe))·Ω with one probe codec, or
+     * Ω -> a·Ω^p fitted in log-log through the (Ω, KL) points of several probe codecs ("tq2,bin1":
+     * the KL of very low-bit codecs grows faster than linearly in Ω), so Ω is in KL units and
+     * comparable across tensors (layer-output MSE alone is not: the downstream gain differs by layer
+     * and the head's Ω is in logit units). Cost: one forward pass of probe_tokens per matrix; memory:
+     * probe_tokens x vocab floats of reference log-probabilities per rank. */
+    const char* probe_data;      /* token file or text (pipeline/validate.h tq_load_tokens) */
+    const char* tokenizer;       /* for text; NULL: <model>/tokenizer.bin */
+    int probe_tokens;            /* 0: no probe */
+    int probe_ctx;               /* window length (default 256) */
+    const char* probe_codec;     /* comma-separated, up to 4; default "tq2" */
 } tq_sens_opts;
 
 typedef struct {
-    int64_t tensors, rows, measured, no_h;
-    double seconds;
+    int64_t tensors, rows, measured, no_h, probed;
+    double seconds, probe_seconds;
 } tq_sens_stats;
 
 /* COLLECTIVE. */

@@ -517,7 +517,10 @@ tq_status tq_stage_schedule(tq_stage_ctx* ctx, int64_t n, const char* const* key
             }
         }
         free(buf);
-        if (j.jfd >= 0) tq_journal_close(&j);
+        if (j.jfd >= 0) {
+            tq_status crc_ = tq_journal_close(&j);
+            if (rc == TQ_OK) rc = crc_;
+        }
         TQ_FORWARD(tq_rt_agree(rt, rc));
         TQ_FORWARD(tq_stage_sum_i64(rt, &bad, 1));
         ctx->redone_bad = bad;

@@ -5,6 +5,7 @@
 #include "verify_units.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -287,7 +288,9 @@ tq_status tq_verify_units(const tq_ckpt* c, const tq_unitlist* u, const int64_t*
     }
     /* 2. file order, then coalesced reads: a run of units close together in one file (gaps up to
      *    1/8 of the chunk, bytes of other ranks' units) is one pread of at most `chunk` bytes. */
-    qsort(e, (size_t)ne, sizeof *e, cmp_entry);
+    int sorted = 1; /* file-order callers pass sorted lists: skip the sort */
+    for (int64_t i = 1; i < ne && sorted; i++) sorted = cmp_entry(&e[i - 1], &e[i]) <= 0;
+    if (!sorted) qsort(e, (size_t)ne, sizeof *e, cmp_entry);
     const uint64_t max_gap = chunk / 8;
     for (int64_t a = 0; a < ne;) {
         const vu_entry* ea = &e[a];
@@ -390,20 +393,18 @@ typedef struct {
     tq_unit_check r;
 } unit_rec;
 
-tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* plan, const tq_verify_opts* opts,
-                         tq_unit_check** all_out, tq_verify_stats** rank_stats_out, tq_verify_stats* total)
+/* The collective part shared by both assignments: verify units u->units[mine[i]] (i < n) on this
+ * rank, gather everything on rank 0, sum the totals everywhere. rc carries an earlier local error. */
+static tq_status verify_collective(const tq_rt* rt, const tq_ckpt* c, const tq_unitlist* u, const int64_t* mine,
+                                   int64_t n, tq_status rc, const tq_verify_opts* opts, tq_unit_check** all_out,
+                                   tq_verify_stats** rank_stats_out, tq_verify_stats* total)
 {
     *all_out = NULL;
     *rank_stats_out = NULL;
     memset(total, 0, sizeof *total);
     int rank = rt && rt->size > 0 ? rt->rank : 0;
     int size = rt && rt->size > 0 ? rt->size : 1;
-    tq_status rc = TQ_OK;
-    if (plan->n_ranks != size)
-        rc = tq_fail(TQ_ERR_ARG, "shard plan has %d ranks but the job runs %d", plan->n_ranks, size);
-
-    int64_t n = 0;
-    const int64_t* mine = rc == TQ_OK ? tq_shardplan_rank_units(plan, rank, &n) : NULL;
+    if (rc != TQ_OK) n = 0;
     size_t sendlen = sizeof(tq_verify_stats) + (size_t)n * sizeof(unit_rec);
     char* send = rc == TQ_OK ? calloc(1, sendlen) : NULL;
     tq_unit_check* res = rc == TQ_OK ? calloc((size_t)(n ? n : 1), sizeof *res) : NULL;
@@ -411,7 +412,7 @@ tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* 
     tq_verify_stats st = {0};
     if (rc == TQ_OK) {
         /* Read errors are results, not failures of the collective: they go to rank 0 like the rest. */
-        (void)tq_verify_units(c, plan->units, mine, n, opts, res, &st);
+        (void)tq_verify_units(c, u, mine, n, opts, res, &st);
         memcpy(send, &st, sizeof st);
         unit_rec* recs = (unit_rec*)(send + sizeof st);
         for (int64_t i = 0; i < n; i++) {
@@ -439,9 +440,9 @@ tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* 
 
     /* totals everywhere (so every rank can exit with the same code) */
     uint64_t sums[5] = {st.bytes, (uint64_t)st.units, (uint64_t)st.failed, (uint64_t)st.nan, (uint64_t)st.inf};
-    double secs = st.seconds;
+    double secs[2] = {st.seconds, st.cpu_seconds};
     tq_status mrc = tq_rt_allreduce_sum_u64(rt, sums, 5);
-    if (mrc == TQ_OK) mrc = tq_rt_allreduce_max_f64(rt, &secs, 1);
+    if (mrc == TQ_OK) mrc = tq_rt_allreduce_max_f64(rt, secs, 2);
     if (mrc != TQ_OK) {
         free(gathered);
         free(counts);
@@ -452,10 +453,11 @@ tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* 
     total->failed = (int64_t)sums[2];
     total->nan = (int64_t)sums[3];
     total->inf = (int64_t)sums[4];
-    total->seconds = secs;
+    total->seconds = secs[0];
+    total->cpu_seconds = secs[1];
 
     if (rank == 0) {
-        int64_t nu = plan->units->n_units;
+        int64_t nu = u->n_units;
         tq_unit_check* all = calloc((size_t)(nu ? nu : 1), sizeof *all);
         tq_verify_stats* rs = calloc((size_t)size, sizeof *rs);
         if (!all || !rs) {
@@ -487,4 +489,69 @@ tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* 
     free(gathered);
     free(counts);
     return TQ_OK;
+}
+
+tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* plan, const tq_verify_opts* opts,
+                         tq_unit_check** all_out, tq_verify_stats** rank_stats_out, tq_verify_stats* total)
+{
+    int rank = rt && rt->size > 0 ? rt->rank : 0;
+    int size = rt && rt->size > 0 ? rt->size : 1;
+    tq_status rc = TQ_OK;
+    if (plan->n_ranks != size) rc = tq_fail(TQ_ERR_ARG, "shard plan has %d ranks but the job runs %d", plan->n_ranks, size);
+    int64_t n = 0;
+    const int64_t* mine = rc == TQ_OK ? tq_shardplan_rank_units(plan, rank, &n) : NULL;
+    return verify_collective(rt, c, plan->units, mine, n, rc, opts, all_out, rank_stats_out, total);
+}
+
+typedef struct {
+    int file;
+    uint64_t off;
+    int64_t unit;
+} file_pos;
+
+static int cmp_file_pos(const void* a, const void* b)
+{
+    const file_pos* x = a;
+    const file_pos* y = b;
+    if (x->file != y->file) return x->file < y->file ? -1 : 1;
+    if (x->off != y->off) return x->off < y->off ? -1 : 1;
+    return x->unit < y->unit ? -1 : x->unit > y->unit;
+}
+
+tq_status tq_verify_file_order(const tq_rt* rt, const tq_ckpt* c, const tq_unitlist* u, const tq_verify_opts* opts,
+                               tq_unit_check** all_out, tq_verify_stats** rank_stats_out, tq_verify_stats* total)
+{
+    int rank = rt && rt->size > 0 ? rt->rank : 0;
+    int size = rt && rt->size > 0 ? rt->size : 1;
+    int64_t nu = u->n_units;
+    file_pos* fp = malloc((size_t)(nu ? nu : 1) * sizeof *fp);
+    int64_t* mine = malloc((size_t)(nu ? nu : 1) * sizeof *mine);
+    tq_status rc = fp && mine ? TQ_OK : tq_fail(TQ_ERR_NOMEM, "out of memory for %lld units", (long long)nu);
+    int64_t n = 0;
+    if (rc == TQ_OK) {
+        /* Every rank computes the same order and cut (no communication). Units whose tensor is not in
+         * the checkpoint sort last and still get verified (and reported) by somebody. */
+        uint64_t total_bytes = 0;
+        int64_t cursor = 0;
+        for (int64_t k = 0; k < nu; k++) {
+            const tq_tensor_info* t = unit_tensor(c, &u->units[k], &cursor);
+            fp[k].file = t ? t->file_idx : INT32_MAX;
+            fp[k].off = t ? t->offset + (uint64_t)u->units[k].row0 * u->units[k].row_bytes : 0;
+            fp[k].unit = k;
+            total_bytes += u->units[k].bytes;
+        }
+        qsort(fp, (size_t)nu, sizeof *fp, cmp_file_pos);
+        /* rank r takes the units whose first byte falls in [r, r+1) * total / size */
+        uint64_t before = 0;
+        for (int64_t i = 0; i < nu; i++) {
+            int r = total_bytes ? (int)((__uint128_t)before * (unsigned)size / total_bytes) : (int)(i % size);
+            if (r >= size) r = size - 1;
+            if (r == rank) mine[n++] = fp[i].unit;
+            before += u->units[fp[i].unit].bytes;
+        }
+    }
+    free(fp);
+    rc = verify_collective(rt, c, u, mine, n, rc, opts, all_out, rank_stats_out, total);
+    free(mine);
+    return rc;
 }

@@ -163,30 +163,43 @@ tq_status tq_stage_ingest(tq_stage_ctx* ctx)
         tq_stage_sum_i64(rt, tb, 1);
         tq_progress* prog = tq_progress_start(rt, "verified", (double)tb[0], "B", 10.0);
         double done_b = 0;
-        for (int64_t i = 0; rc == TQ_OK && i < nmine; i++) {
-            int64_t k = mine[i];
-            tq_unit_check ck;
+        /* verify in batches (one pass over the files per batch: large merged reads), journal each unit */
+        const int64_t maxb = tq_fault_active() ? 1 : 256;
+        tq_unit_check* ck = malloc((size_t)maxb * sizeof *ck);
+        if (!ck) rc = tq_fail(TQ_ERR_NOMEM, "out of memory");
+        for (int64_t i = 0; rc == TQ_OK && i < nmine;) {
+            int64_t nb = 0;
+            uint64_t bb = 0;
+            while (i + nb < nmine && nb < maxb && (nb == 0 || bb + u->units[mine[i + nb]].bytes <= (64u << 20)))
+                bb += u->units[mine[i + nb++]].bytes;
             tq_verify_stats vs;
             tq_verify_opts vo = {0};
-            rc = tq_verify_units(c, u, &k, 1, &vo, &ck, &vs);
-            if (rc != TQ_OK) break;
-            if (ck.nan || ck.inf) {
-                TQ_LOG(TQ_LOG_ERR, "%s: %" PRId64 " NaN and %" PRId64 " Inf values in rows %" PRId64 "..%" PRId64
-                       " (first at element %" PRId64 ")", u->units[k].name, ck.nan, ck.inf, u->units[k].row0,
-                       u->units[k].row0 + u->units[k].nrows - 1, ck.first_bad);
-                bad_units++;
+            rc = tq_verify_units(c, u, mine + i, nb, &vo, ck, &vs);
+            for (int64_t b = 0; rc == TQ_OK && b < nb; b++) {
+                int64_t k = mine[i + b];
+                if (ck[b].nan || ck[b].inf) {
+                    TQ_LOG(TQ_LOG_ERR, "%s: %" PRId64 " NaN and %" PRId64 " Inf values in rows %" PRId64 "..%" PRId64
+                           " (first at element %" PRId64 ")", u->units[k].name, ck[b].nan, ck[b].inf, u->units[k].row0,
+                           u->units[k].row0 + u->units[k].nrows - 1, ck[b].first_bad);
+                    bad_units++;
+                }
+                uint64_t aux = ((uint64_t)(ck[b].nan > 0xffffffff ? 0xffffffff : ck[b].nan) << 32) |
+                               (uint64_t)(ck[b].inf > 0xffffffff ? 0xffffffff : ck[b].inf);
+                rc = tq_journal_put(&j, k, NULL, 0, &ck[b].xxh, aux);
+                if (rc != TQ_OK) break;
+                processed++;
+                done_b += (double)u->units[k].bytes;
+                rc = tq_fault_unit_done();
             }
-            uint64_t aux = ((uint64_t)(ck.nan > 0xffffffff ? 0xffffffff : ck.nan) << 32) |
-                           (uint64_t)(ck.inf > 0xffffffff ? 0xffffffff : ck.inf);
-            rc = tq_journal_put(&j, k, NULL, 0, &ck.xxh, aux);
-            if (rc != TQ_OK) break;
-            processed++;
-            done_b += (double)u->units[k].bytes;
             tq_progress_update(prog, done_b);
-            rc = tq_fault_unit_done();
+            i += nb;
         }
+        free(ck);
         tq_progress_finish(&prog);
-        tq_journal_close(&j);
+        {
+            tq_status crc_ = tq_journal_close(&j);
+            if (rc == TQ_OK) rc = crc_;
+        }
     } else {
         /* no byte verification: record the units as seen so the stage still completes per unit */
         rc = tq_journal_open(&j, ctx->dir, ctx->attempt, rt->rank, 0);
@@ -195,7 +208,10 @@ tq_status tq_stage_ingest(tq_stage_ctx* ctx)
             rc = tq_journal_put(&j, mine[i], NULL, 0, &zero, 0);
             processed++;
         }
-        tq_journal_close(&j);
+        {
+            tq_status crc_ = tq_journal_close(&j);
+            if (rc == TQ_OK) rc = crc_;
+        }
     }
     TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
     TQ_CHECK_GOTO(tq_stage_finish_units(ctx, processed, 0, &m), out);

@@ -174,7 +174,10 @@ tq_status tq_stage_pack(tq_stage_ctx* ctx)
                 bad++;
             }
         }
-        tq_journal_close(&j);
+        {
+            tq_status crc_ = tq_journal_close(&j);
+            if (rc == TQ_OK) rc = crc_;
+        }
         TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
         TQ_CHECK_GOTO(tq_stage_sum_i64(rt, &bad, 1), out);
         ctx->redone_bad = bad;
@@ -262,8 +265,11 @@ tq_status tq_stage_pack(tq_stage_ctx* ctx)
             processed++;
             rc = tq_fault_unit_done();
         }
-        tq_journal_close(&j);
-        if (qj.jfd >= 0) tq_journal_close(&qj);
+        {
+            tq_status crc_ = tq_journal_close(&j);
+            if (rc == TQ_OK) rc = crc_;
+        }
+        if (qj.jfd >= 0) (void)tq_journal_close(&qj);
     }
     {
         int64_t cc = corrupt;

@@ -325,7 +325,10 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
         rc = tq_fault_unit_done();
     }
     tq_progress_finish(&prog);
-    tq_journal_close(&j);
+    {
+        tq_status crc_ = tq_journal_close(&j);
+        if (rc == TQ_OK) rc = crc_;
+    }
     TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
     TQ_CHECK_GOTO(tq_stage_finish_units(ctx, processed, 0, &m), out);
 

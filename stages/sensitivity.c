@@ -18,7 +18,12 @@ static void sensitivity_usage(FILE* f)
             "For every matrix and candidate codec: exact bytes and omega = tr(dW H dW^T) after quantizing\n"
             "(plainly, or with GPTQ). Matrices without an H file (embeddings, heads) use uniform token weights;\n"
             "norms and biases are listed once with their stored dtype. Codec labels: NAME or NAME:gG.\n"
-            "--seed must be the job seed (rotation seeds = tq_tensor_seed(seed, tensor name)); default 1234.\n");
+            "--seed must be the job seed (rotation seeds = tq_tensor_seed(seed, tensor name)); default 1234.\n"
+            "\n"
+            "KL probe (recommended): --probe-data FILE --probe-tokens N [--probe-ctx 256] [--probe-codec tq2]\n"
+            "  quantizes each matrix alone with the probe codec, measures the mean KL to the original model on\n"
+            "  N tokens, and rescales that tensor's omegas by KL / omega(probe codec): omega then is in KL units,\n"
+            "  comparable across layers and with the output head. One forward pass of N tokens per matrix.\n");
 }
 
 int tq_cmd_sensitivity(int argc, char** argv)
@@ -55,6 +60,16 @@ int tq_cmd_sensitivity(int argc, char** argv)
             o.gopts.damp = atof(argv[++i]);
         } else if (!strcmp(a, "--block") && has) {
             o.gopts.block = atoi(argv[++i]);
+        } else if (!strcmp(a, "--probe-data") && has) {
+            o.probe_data = argv[++i];
+        } else if (!strcmp(a, "--probe-tokens") && has) {
+            o.probe_tokens = atoi(argv[++i]);
+        } else if (!strcmp(a, "--probe-ctx") && has) {
+            o.probe_ctx = atoi(argv[++i]);
+        } else if (!strcmp(a, "--probe-codec") && has) {
+            o.probe_codec = argv[++i];
+        } else if (!strcmp(a, "--tokenizer") && has) {
+            o.tokenizer = argv[++i];
         } else if (!strcmp(a, "--quiet")) {
             o.quiet = 1;
         } else {
@@ -63,6 +78,11 @@ int tq_cmd_sensitivity(int argc, char** argv)
             free(codecs);
             return 2;
         }
+    }
+    if (o.probe_tokens > 0 && !o.probe_data) {
+        fprintf(stderr, "tqpipe sensitivity: --probe-tokens needs --probe-data\n");
+        free(codecs);
+        return 2;
     }
     if (!o.model || !o.out || !codecs) {
         fprintf(stderr, "tqpipe sensitivity: --model, --codecs and --out are required\n\n");
@@ -88,6 +108,9 @@ int tq_cmd_sensitivity(int argc, char** argv)
         printf("sensitivity: %lld tensors (%lld with H, %lld without), %lld rows, %d codecs%s, %.2f s -> %s\n",
                (long long)st.tensors, (long long)st.measured, (long long)st.no_h, (long long)st.rows, o.n_codecs,
                o.gptq ? " with GPTQ" : "", st.seconds, o.out);
+        if (o.probe_tokens > 0)
+            printf("sensitivity: KL probe over %lld matrices (%d tokens each, codec %s): %.2f s on rank 0\n",
+                   (long long)st.probed, o.probe_tokens, o.probe_codec ? o.probe_codec : "tq2", st.probe_seconds);
     }
     tq_rt_finalize(&rt);
     free(codecs);

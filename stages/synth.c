@@ -49,12 +49,32 @@ static inline double unif(uint64_t key, uint64_t i) /* (0, 1) */
     return ((double)(mix64(key ^ mix64(i)) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
 }
 
+/* Box-Muller on the pair (2j, 2j+1): element 2j takes the cosine, 2j+1 the sine of the same draw, so
+ * each element is still a pure function of (key, i) while the costly log/sqrt is shared by a pair. */
+typedef struct {
+    uint64_t pair;
+    double c, s;
+} gauss_cache;
+
+static inline double gauss_c(uint64_t key, uint64_t i, gauss_cache* gc)
+{
+    uint64_t j = i >> 1;
+    if (gc->pair != j) {
+        uint64_t h = mix64(key ^ mix64(j));
+        double u1 = ((double)(h >> 32) + 0.5) * (1.0 / 4294967296.0);
+        double u2 = (double)(h & 0xffffffffu) * (1.0 / 4294967296.0);
+        double r = sqrt(-2.0 * log(u1));
+        gc->c = r * cos(6.283185307179586 * u2);
+        gc->s = r * sin(6.283185307179586 * u2);
+        gc->pair = j;
+    }
+    return i & 1 ? gc->s : gc->c;
+}
+
 static inline double gauss(uint64_t key, uint64_t i)
 {
-    uint64_t h = mix64(key ^ mix64(i));
-    double u1 = ((double)(h >> 32) + 0.5) * (1.0 / 4294967296.0);
-    double u2 = (double)(h & 0xffffffffu) * (1.0 / 4294967296.0);
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    gauss_cache gc = {UINT64_MAX, 0, 0};
+    return gauss_c(key, i, &gc);
 }
 
 typedef struct {
@@ -86,9 +106,10 @@ static void gen_rows(const gen* g, int64_t row0, int64_t nrows, float* out)
     for (int64_t r = row0; r < row0 + nrows; r++) {
         float* o = out + (r - row0) * cols;
         double rs = exp(0.35 * gauss(g->key ^ 0x726f77ull, (uint64_t)r)); /* per-row scale spread */
+        gauss_cache gc = {UINT64_MAX, 0, 0};
         for (int64_t c = 0; c < cols; c++) {
             uint64_t idx = (uint64_t)r * (uint64_t)cols + (uint64_t)c;
-            double z = gauss(g->key, idx), v;
+            double z = gauss_c(g->key, idx, &gc), v;
             switch (g->role) {
             case TQ_ROLE_NORM:
                 v = 1.0 + 0.05 * z;

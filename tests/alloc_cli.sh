@@ -17,7 +17,7 @@ cd "$t"
 "$MPIRUN" --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np 2 \
   "$B" calibrate --model ck --data "$S/jobs/data/tinystories_valid.txt" --seqs 8 --len 128 --out h2 --quiet || fail "calibrate np 2"
 n=$(ls h1/*.hess.zst | wc -l)
-[ "$n" -eq 20 ] || fail "expected 20 H files (5 layers x q, o, gate, down), got $n"
+[ "$n" -eq 21 ] || fail "expected 21 H files (5 layers x q, o, gate, down + the tied head), got $n"
 for f in h1/*.hess.zst; do cmp -s "$f" "h2/$(basename "$f")" || fail "$(basename "$f") differs between np 1 and np 2"; done
 C=tq2,tq3,tq4,rtn3,rtn4,int8,f32
 "$B" sensitivity --model ck --hessians h1 --codecs $C --out plain.tsv --quiet || fail "sensitivity plain"
@@ -29,6 +29,13 @@ for c in rtn4 rtn3 tq4 tq3 tq2; do
   awk -v p=$p -v g=$g 'BEGIN {exit !(g < 0.95 * p)}' || fail "$c: GPTQ omega $g not below plain $p"
   echo "$c: omega plain $p, GPTQ $g (calibrated on 8 x 128 tokens)"
 done
+# KL probe: omegas rescaled to KL units (one probe codec, 2 windows of 128 tokens)
+"$B" sensitivity --model ck --hessians h1 --codecs tq3,tq4,f32 --probe-data "$S/jobs/data/tinystories_valid.txt" \
+  --probe-tokens 256 --probe-ctx 128 --probe-codec tq3 --out probe.tsv --quiet || fail "sensitivity with probe"
+awk -F'\t' 'NR > 2 && $7 < 0 {exit 1}' probe.tsv || fail "negative omega after the probe"
+cmp -s <(cut -f1-6 probe.tsv | grep -v '^#') <(grep -v '^#' plain.tsv | awk -F'\t' '$5=="tq3"||$5=="tq4"||$5=="f32"||NR==1' | cut -f1-6) ||
+  fail "probe changed bytes or rows"
+awk -F'\t' '$5=="tq3" && $2!="norm" {n++; if ($7 > 0) p++} END {exit !(n == 36 && p == 36)}' probe.tsv || fail "probe: tq3 omegas not all > 0"
 for bud in 3.5bpw 96KiB; do
   "$B" allocate --table gptq.tsv --budget $bud --keep norm=f32 --out plan_$bud.txt --quiet || fail "allocate $bud"
   total=$(sed -n 's/^# budget \([0-9]*\) bytes.*total \([0-9]*\) bytes.*/\2/p' plan_$bud.txt)

@@ -65,10 +65,11 @@ int main(int argc, char** argv)
         p->shape[0] = 7 + i % 4;
         p->shape[1] = 200 + 36 * (i % 5); /* tails of several rotation block sizes */
     }
-    fx_spec extra[3] = {{"model.embed_tokens.weight", "embed", "int8", 128, 2, {48, 96, 0}},
+    fx_spec extra[4] = {{"model.embed_tokens.weight", "embed", "int8", 128, 2, {48, 96, 0}},
+                        {"model.layers.1.mlp.down_proj.weight", "mlp_down", "tq4r1", 128, 2, {600, 4096, 0}},
                         {"model.norm.weight", "norm", "f32", 128, 1, {96, 0, 0}},
                         {"model.layers.0.linear_attn.conv1d.weight", "lin_conv", "bf16", 128, 3, {12, 1, 4}}};
-    for (int i = 0; i < 3; i++) s[n++] = extra[i];
+    for (int i = 0; i < 4; i++) s[n++] = extra[i]; /* down_proj: 600 rows = 512 + a partial zstd chunk */
     qsort(s, (size_t)n, sizeof *s, fx_cmp);
 
     uint64_t bytes[64];

@@ -2,11 +2,12 @@
 # infer_ppl.sh — stories260K perplexity on the bundled TinyStories slice (jobs/data/tinystories_valid.txt,
 # first 20000 tokens, BOS per story; ctx 256, stride 256), asserted in a tight band around the measured
 # value, and the change caused by quantized KV caches / weights kept inside measured bounds:
-#   fp16 KV           PPL 3.5xx (band below), KL 0 against itself
+#   fp16 KV           PPL 3.617029 measured (band 3.6165..3.6175), KL 0 against itself, 19921 scored
 #   int8 K + V        PPL within 0.5 % of fp16, KL < 0.005
 #   fp16 K + tq4 V    PPL within 0.5 % of fp16, KL < 0.01
-#   tq4 K + tq4 V     PPL within the measured band (head_dim 8 makes tq keys coarse: see README)
-#   tq4 weights       PPL within the measured band
+#   tq4 K + tq4 V     PPL 7.2049 measured (band 7.19..7.22): stories260K's head_dim is 8, so the per-vector
+#                     TurboQuant error on keys (relative MSE 0.0063) is large against its sharp attention
+#   tq4 weights       PPL 4.0499 measured (band 4.045..4.055), quantized in memory (tq_quantize_ref)
 set -eu
 BIN=${TQ_BIN:?TQ_BIN not set}
 SRC=${TQ_SOURCE_DIR:?}
@@ -26,9 +27,9 @@ check() { # name value lo hi
 fail=0
 run > "$W/fp16.json"
 P0=$(get "$W/fp16.json" ppl)
-check "ppl fp16 KV (ctx 256, 20000 tokens)" "$P0" @PPL_LO@ @PPL_HI@
+check "ppl fp16 KV (ctx 256, 20000 tokens)" "$P0" 3.6165 3.6175
 check "kl fp16 vs itself" "$(get "$W/fp16.json" kl)" 0 0
-check "scored tokens" "$(get "$W/fp16.json" scored)" @SCORED@ @SCORED@
+check "scored tokens" "$(get "$W/fp16.json" scored)" 19921 19921
 run --kv-k int8 --kv-v int8 > "$W/int8.json"
 check "ppl int8 KV / fp16" "$(python3 -c "print($(get "$W/int8.json" ppl) / $P0)")" 0.995 1.005
 check "kl int8 KV" "$(get "$W/int8.json" kl)" 0 0.005
@@ -37,8 +38,8 @@ run --kv-k fp16 --kv-v tq4 > "$W/v4.json"
 check "ppl tq4 V / fp16" "$(python3 -c "print($(get "$W/v4.json" ppl) / $P0)")" 0.995 1.005
 check "kl tq4 V" "$(get "$W/v4.json" kl)" 0 0.01
 run --kv-k tq4 --kv-v tq4 > "$W/tq4.json"
-check "ppl tq4 K+V" "$(get "$W/tq4.json" ppl)" @TQ4_LO@ @TQ4_HI@
+check "ppl tq4 K+V" "$(get "$W/tq4.json" ppl)" 7.19 7.22
 check "kv bytes/token tq4" "$(get "$W/tq4.json" kv_bytes_per_token)" 240 240
 run --weights tq4 > "$W/w4.json"
-check "ppl tq4 weights (fp16 KV)" "$(get "$W/w4.json" ppl)" @W4_LO@ @W4_HI@
+check "ppl tq4 weights (fp16 KV)" "$(get "$W/w4.json" ppl)" 4.045 4.055
 exit $fail

@@ -68,7 +68,9 @@ expect "$tmp/e" '\[r0\] INFO  verified 1.0 MB \(100%\) in [0-9.]+ s \([0-9.]+ [M
 $MPIRUN -np 2 "$TQ_BIN" inspect "$m" --verify --list --progress 0 >"$tmp/l2" 2>/dev/null || fail "--list -np 2"
 "$TQ_BIN" inspect "$m" --verify --list --chunk 1k --progress 0 >"$tmp/l1" 2>/dev/null || fail "--list --chunk 1k"
 grep -c ' xxh3=[0-9a-f]\{16\} nan=0 inf=0$' "$tmp/l1" | grep -qx 47 || fail "--list: 47 tensors with xxh3"
+$MPIRUN -np 2 "$TQ_BIN" inspect "$m" --verify --list --plan-order --progress 0 >"$tmp/l3" 2>/dev/null || fail "--plan-order -np 2"
 diff <(grep xxh3= "$tmp/l1") <(grep xxh3= "$tmp/l2") >/dev/null || fail "xxh3 differs between 1 rank/1k chunks and 2 ranks"
+diff <(grep xxh3= "$tmp/l1") <(grep xxh3= "$tmp/l3") >/dev/null || fail "xxh3 differs with --plan-order"
 "$TQ_BIN" inspect "$m" --verify --json --progress 0 >"$tmp/j" 2>/dev/null || fail "--json exit"
 python3 - "$tmp/j" "$tmp/l1" <<'PY' || fail "json content"
 import json, sys

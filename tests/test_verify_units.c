@@ -229,6 +229,24 @@ static void test_plan(const tq_rt* rt, const char* dir, tensor_spec* t)
     } else {
         CHECK(!all && !rs);
     }
+    /* file-order assignment: same results, every unit verified exactly once */
+    tq_unit_check* all2 = NULL;
+    tq_verify_stats* rs2 = NULL;
+    tq_verify_stats tot2;
+    CHECK(tq_verify_file_order(rt, c, u, NULL, &all2, &rs2, &tot2) == TQ_OK);
+    CHECK(tot2.units == u->n_units && tot2.bytes == tot.bytes && tot2.nan == 1 && tot2.inf == 2 && tot2.failed == 0);
+    if (rt->rank == 0) {
+        for (int64_t i = 0; all && all2 && i < u->n_units; i++) {
+            CHECK(all2[i].status == TQ_OK && all2[i].xxh == all[i].xxh);
+            CHECK(all2[i].nan == all[i].nan && all2[i].inf == all[i].inf && all2[i].first_bad == all[i].first_bad);
+        }
+        int64_t units = 0;
+        for (int r = 0; rs2 && r < rt->size; r++) units += rs2[r].units;
+        CHECK(units == u->n_units);
+        if (rt->size == 2 && rs2) CHECK(rs2[0].units > 0 && rs2[1].units > 0);
+    }
+    free(all2);
+    free(rs2);
     free(all);
     free(rs);
     /* a plan for the wrong number of ranks is an agreed error, not a hang */

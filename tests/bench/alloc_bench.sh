@@ -1,7 +1,8 @@
 #!/bin/bash
 # alloc_bench.sh [BUILD_DIR] [WORK_DIR] — issue 7 measurements on stories260K (CPU):
 #   calibration (first half of jobs/data/tinystories_valid.txt, 64 x 256 tokens), sensitivity tables
-#   (plain and GPTQ), then KL / PPL on the other half (held-out stories, ctx 256, first EVAL_TOKENS
+#   (plain and GPTQ; Ω mapped to KL units by the KL probe on 1024 calibration tokens with bin1, tq2, tq4),
+#   then KL / PPL on the other half (held-out stories, ctx 256, first EVAL_TOKENS
 #   tokens) for (a) uniform codecs, (b) Hessian allocation at the same total bytes, each (c) without
 #   and with GPTQ. Every matrix (embedding too) is quantized; norms stay f32; bits/weight count every
 #   byte of every tensor. Prints a markdown table and writes WORK_DIR/results.tsv.
@@ -19,8 +20,9 @@ cd "$W"
 awk -v RS='<\\|endoftext\\|>\n' 'NR<=88 {printf "%s<|endoftext|>\n", $0}' "$SRC/jobs/data/tinystories_valid.txt" > calib.txt
 awk -v RS='<\\|endoftext\\|>\n' 'NR>88 {printf "%s<|endoftext|>\n", $0}' "$SRC/jobs/data/tinystories_valid.txt" > eval.txt
 "$B" calibrate --model ck --data calib.txt --seqs 64 --len 256 --out hess --quiet
-"$B" sensitivity --model ck --hessians hess --codecs $CAND --out sens_plain.tsv --quiet
-"$B" sensitivity --model ck --hessians hess --codecs $CAND --gptq --out sens_gptq.tsv --quiet
+PROBE="--probe-data calib.txt --probe-tokens 1024 --probe-codec bin1,tq2,tq4"
+"$B" sensitivity --model ck --hessians hess --codecs $CAND $PROBE --out sens_plain.tsv --quiet
+"$B" sensitivity --model ck --hessians hess --codecs $CAND $PROBE --gptq --out sens_gptq.tsv --quiet
 ev() { # model dir -> "kl ppl top1"
   "$B" eval --model "$1" --ref ck --data eval.txt --ctx 256 --max-tokens $EVAL_TOKENS --json 2>/dev/null |
     python3 -c 'import json,sys; m=json.load(sys.stdin); print("%.5f %.4f %.4f" % (m["kl"], m["ppl"], m["top1"]))'

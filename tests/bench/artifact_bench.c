@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +34,14 @@ static double now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_s(void) /* user + system CPU seconds of this process (all threads) */
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec + (double)ru.ru_stime.tv_sec +
+           1e-6 * (double)ru.ru_stime.tv_usec;
 }
 
 static void drop_cache(const char* path)
@@ -281,34 +290,43 @@ int main(int argc, char** argv)
     const int levels[3] = {0, 1, 3};
     for (int v = 0; v < 3; v++) snprintf(da[v], sizeof da[v], "%s/art%d", out, levels[v]);
     double best_plain = 1e30, best_art[3] = {1e30, 1e30, 1e30}, best_rp = 1e30, best_ver[3] = {1e30, 1e30, 1e30};
+    double cpu_plain = 0, cpu_art[3] = {0, 0, 0}, cpu_rp = 0, cpu_ver[3] = {0, 0, 0}, c0;
     for (int r = 0; r < reps; r++) {
         rm_rf(dp);
+        c0 = cpu_s();
         double t = write_plain(dp, &L);
+        cpu_plain += (cpu_s() - c0) / reps;
         if (t < best_plain) best_plain = t;
         for (int v = 0; v < 3; v++) {
             rm_rf(da[v]);
+            c0 = cpu_s();
             double ta = write_artifact(da[v], &L, levels[v]);
+            cpu_art[v] += (cpu_s() - c0) / reps;
             if (ta < best_art[v]) best_art[v] = ta;
         }
+        c0 = cpu_s();
         double trp = read_plain(dp, L.nshards);
+        cpu_rp += (cpu_s() - c0) / reps;
         if (trp < best_rp) best_rp = trp;
         for (int v = 0; v < 3; v++) {
+            c0 = cpu_s();
             double tv = verify(da[v], L.nshards);
+            cpu_ver[v] += (cpu_s() - c0) / reps;
             if (tv < best_ver[v]) best_ver[v] = tv;
         }
     }
     double MB = (double)L.total / 1e6;
-    printf("  plain write()+fsync        %8.1f MB/s  (%.2f s)\n", MB / best_plain, best_plain);
+    printf("  plain write()+fsync        %8.1f MB/s  (%.2f s, %.2f CPU s)\n", MB / best_plain, best_plain, cpu_plain);
     for (int v = 0; v < 3; v++) {
         uint64_t fb = dir_bytes(da[v], L.nshards, 0);
-        printf("  artifact zstd %-2d           %8.1f MB/s  (%.2f s)  ratio to plain %.3f  files %.1f MB (%.4f of packed)\n",
-               levels[v], MB / best_art[v], best_art[v], best_plain / best_art[v], (double)fb / 1e6,
+        printf("  artifact zstd %-2d           %8.1f MB/s  (%.2f s, %.2f CPU s)  ratio to plain %.3f  files %.1f MB (%.4f of packed)\n",
+               levels[v], MB / best_art[v], best_art[v], cpu_art[v], best_plain / best_art[v], (double)fb / 1e6,
                (double)fb / (double)L.total);
     }
-    printf("  plain read()+xxh3          %8.1f MB/s  (%.2f s)\n", MB / best_rp, best_rp);
+    printf("  plain read()+xxh3          %8.1f MB/s  (%.2f s, %.2f CPU s)\n", MB / best_rp, best_rp, cpu_rp);
     for (int v = 0; v < 3; v++)
-        printf("  read+verify zstd %-2d        %8.1f MB/s  (%.2f s)  ratio to plain read %.3f\n", levels[v],
-               MB / best_ver[v], best_ver[v], best_rp / best_ver[v]);
+        printf("  read+verify zstd %-2d        %8.1f MB/s  (%.2f s, %.2f CPU s)  ratio to plain read %.3f\n", levels[v],
+               MB / best_ver[v], best_ver[v], cpu_ver[v], best_rp / best_ver[v]);
     for (int v = 1; v < 3; v++) ratios(da[v], &L, levels[v]);
     rm_rf(dp);
     for (int v = 0; v < 3; v++) rm_rf(da[v]);

@@ -1,0 +1,1248 @@
+/* codec_gpu.cu — CUDA quantize / dequantize of every codec (docs/CODECS.md), producing the same bytes
+ * as the CPU reference kernels/codec_ref.c: every fp32 operation of the reference is mirrored one to
+ * one through the IEEE wrappers of gpu_common.cuh (no flush to zero, no FMA contraction), fp16/bf16
+ * conversions are bit-exact copies of pipeline/dtype.h. Double-precision sums (group norms, least-
+ * squares scales, means) are reduced as a tree instead of left to right: the stored fp16 can differ
+ * from the reference only when the double sum lands within ~1e-16 of an fp32 rounding boundary.
+ *
+ * Work layout (one kernel launch per call, persistent grid over rows):
+ *   rotation codecs (tq, tqr, bin1): a thread block owns one row at a time; each warp owns one rotation
+ *     block of d columns (E = d/32 values per lane, or one value per lane on d/1 lanes for d < 32):
+ *     signs, Walsh-Hadamard butterflies (in-lane stages, then shuffles), the norm, codes by binary
+ *     search over the fp32 boundaries, the least-squares norm, and for tq{b}r{r} the stage-1
+ *     reconstruction, residual and stage 2, all in registers. Codes go to shared memory, one byte per
+ *     column, and are bit-packed per row at the end (any bit width, tails, unaligned rows).
+ *     Rotation signs are computed once per thread block into a shared bit mask.
+ *   group codecs (ter, rtn): one warp per group of g columns; int8 / fp16 / bf16 / f32: per row.
+ * Dequantize mirrors this: the row's packed codes are staged in shared memory, then per block/group.
+ * Numeric errors (NaN/Inf input, fp16 overflow of a norm, corrupt fp16 scales) are recorded on the
+ * device as the smallest row*cols+col and reported by the host after the launch (check = 1). */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "codec.h"
+#include "codec_gpu.h"
+#include "dtype.h"
+#include "hadamard.h"
+#include "lloydmax.h"
+#include "status.h"
+}
+#include "gpu_common.cuh"
+
+#define TQ_GPU_THREADS 256
+#define TQ_GPU_WARPS (TQ_GPU_THREADS / 32)
+#define TQ_GPU_NSIZES 10 /* distinct rotation block sizes: at most 1 + log2(256) = 9 */
+#define TQ_GPU_FULL 0xffffffffu
+#define TQ_GPU_NOERR 0xffffffffffffffffull
+#define TQ_GPU_SMEM_MAX (200 * 1024)
+
+/* err[] slots */
+#define TQ_GPU_ERR_NAN 0
+#define TQ_GPU_ERR_OVF 1
+#define TQ_GPU_ERR_CORRUPT 2
+
+typedef struct {
+    float cb[TQ_GPU_NSIZES][16];
+    float bnd[TQ_GPU_NSIZES][16];
+} tq_gpu_cbs;
+
+typedef struct {
+    int kind;
+    int bits, rbits;
+    int g;
+    int plain_norm;
+    int in_bf16;  /* quantize input / dequantize output is bf16 */
+    int64_t rows; /* rows of this launch */
+    int64_t row0; /* dequantize: first tensor row; quantize: 0 */
+    int64_t cols;
+    int64_t nb, ng, nfull;
+    int tail;
+    int ndist;
+    int cb_part[2]; /* part index of codebook / codebook2, -1 if none */
+    uint64_t seed[2];
+    int size_idx[16];          /* log2(d) -> codebook index */
+    float rscale[16];          /* log2(d) -> (float)(1 / sqrt((double)d)) */
+    size_t code_bytes;         /* rotation kernels: shared bytes per code row */
+    uint8_t* part[TQ_QT_MAX_PARTS];
+    size_t row_bytes[TQ_QT_MAX_PARTS];
+    const void* in;   /* quantize: weights */
+    void* out;        /* dequantize: output */
+    unsigned long long* err;
+    int write_cb;     /* quantize: block 0 writes the codebook parts from cbs */
+    tq_gpu_cbs cbs[2];
+} tq_gpu_params;
+
+// ------------------------------------------------------------------------------------------------
+// device helpers
+
+__device__ __forceinline__ void tq_blk(const tq_gpu_params& p, int64_t k, int64_t* s, int* d)
+{
+    if (k < p.nfull) {
+        *s = k * p.g;
+        *d = p.g;
+        return;
+    }
+    int64_t st = p.nfull * p.g;
+    int64_t t = k - p.nfull;
+    for (int bit = 8; bit >= 0; bit--) {
+        int b = 1 << bit;
+        if (!(p.tail & b)) continue;
+        if (t == 0) {
+            *s = st;
+            *d = b;
+            return;
+        }
+        t--;
+        st += b;
+    }
+    *s = p.cols;
+    *d = 0;
+}
+
+__device__ __forceinline__ int tq_ilog2_d(int d)
+{
+    return 31 - __clz(d);
+}
+
+__device__ __forceinline__ void tq_err_min(unsigned long long* err, int slot, unsigned long long key)
+{
+    if (err) atomicMin(err + slot, key);
+}
+
+__device__ __forceinline__ double tq_wsum(double v, int L)
+{
+    for (int m = L >> 1; m >= 1; m >>= 1) v += __shfl_xor_sync(TQ_GPU_FULL, v, m);
+    return v;
+}
+
+/* Load E consecutive weights (fp32 or bf16) at element offset off; inactive lanes get 0. */
+template <int E>
+__device__ __forceinline__ void tq_load(float (&x)[E], const void* base, int bf16, int64_t off, bool active)
+{
+    if (!active) {
+#pragma unroll
+        for (int e = 0; e < E; e++) x[e] = 0.0f;
+        return;
+    }
+    if (bf16) {
+        const uint16_t* p = (const uint16_t*)base + off;
+        if (E >= 4 && ((uintptr_t)p & 7) == 0) {
+#pragma unroll
+            for (int c = 0; c < E; c += 4) {
+                uint2 v = *(const uint2*)(p + c);
+                x[c] = __uint_as_float(v.x << 16);
+                x[c + 1] = __uint_as_float(v.x & 0xffff0000u);
+                x[c + 2] = __uint_as_float(v.y << 16);
+                x[c + 3] = __uint_as_float(v.y & 0xffff0000u);
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < E; e++) x[e] = __uint_as_float((uint32_t)p[e] << 16);
+        }
+    } else {
+        const float* p = (const float*)base + off;
+        if (E >= 4 && ((uintptr_t)p & 15) == 0) {
+#pragma unroll
+            for (int c = 0; c < E; c += 4) {
+                float4 v = *(const float4*)(p + c);
+                x[c] = v.x;
+                x[c + 1] = v.y;
+                x[c + 2] = v.z;
+                x[c + 3] = v.w;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < E; e++) x[e] = p[e];
+        }
+    }
+}
+
+/* Store E consecutive values as fp32 or bf16 (round to nearest even). */
+template <int E>
+__device__ __forceinline__ void tq_store(void* base, int bf16, int64_t off, const float (&v)[E])
+{
+    if (bf16) {
+        uint16_t* p = (uint16_t*)base + off;
+        if (E >= 4 && ((uintptr_t)p & 7) == 0) {
+#pragma unroll
+            for (int c = 0; c < E; c += 4) {
+                uint2 o;
+                o.x = (uint32_t)tq_f32_to_bf16_d(v[c]) | ((uint32_t)tq_f32_to_bf16_d(v[c + 1]) << 16);
+                o.y = (uint32_t)tq_f32_to_bf16_d(v[c + 2]) | ((uint32_t)tq_f32_to_bf16_d(v[c + 3]) << 16);
+                *(uint2*)(p + c) = o;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < E; e++) p[e] = tq_f32_to_bf16_d(v[e]);
+        }
+    } else {
+        float* p = (float*)base + off;
+        if (E >= 4 && ((uintptr_t)p & 15) == 0) {
+#pragma unroll
+            for (int c = 0; c < E; c += 4) *(float4*)(p + c) = make_float4(v[c], v[c + 1], v[c + 2], v[c + 3]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < E; e++) p[e] = v[e];
+        }
+    }
+}
+
+/* Unnormalized Walsh-Hadamard transform of a block held as E values per lane on L lanes (element
+ * lane*E + e): the reference's butterflies (a, b) -> (a + b, a - b) for h = 1, 2, 4, ... */
+template <int E>
+__device__ __forceinline__ void tq_fwht_lanes(float (&v)[E], int lane, int L)
+{
+#pragma unroll
+    for (int h = 1; h < E; h <<= 1)
+#pragma unroll
+        for (int i = 0; i < E; i++)
+            if (!(i & h)) {
+                const float a = v[i], b = v[i + h];
+                v[i] = tq_fadd(a, b);
+                v[i + h] = tq_fsub(a, b);
+            }
+    for (int m = 1; m < L; m <<= 1) {
+        const bool hi = (lane & m) != 0;
+#pragma unroll
+        for (int i = 0; i < E; i++) {
+            const float o = __shfl_xor_sync(TQ_GPU_FULL, v[i], m);
+            v[i] = hi ? tq_fsub(o, v[i]) : tq_fadd(v[i], o);
+        }
+    }
+}
+
+/* Sign bit of column j from the shared mask. */
+__device__ __forceinline__ uint32_t tq_sbit(const uint32_t* sg, int64_t j)
+{
+    return (sg[j >> 5] >> (j & 31)) & 1u;
+}
+
+/* Forward rotation of a block: signs, butterflies, scale. */
+template <int E>
+__device__ __forceinline__ void tq_rot_fwd(float (&v)[E], const uint32_t* sg, int64_t col0, int lane, int L, float sc)
+{
+#pragma unroll
+    for (int e = 0; e < E; e++) v[e] = tq_fsign(v[e], tq_sbit(sg, col0 + e));
+    tq_fwht_lanes<E>(v, lane, L);
+#pragma unroll
+    for (int e = 0; e < E; e++) v[e] = tq_fmul(v[e], sc);
+}
+
+/* Inverse rotation: butterflies, scale, signs. */
+template <int E>
+__device__ __forceinline__ void tq_rot_inv(float (&v)[E], const uint32_t* sg, int64_t col0, int lane, int L, float sc)
+{
+    tq_fwht_lanes<E>(v, lane, L);
+#pragma unroll
+    for (int e = 0; e < E; e++) v[e] = tq_fsign(tq_fmul(v[e], sc), tq_sbit(sg, col0 + e));
+}
+
+/* One TurboQuant stage of a rotated block y: codes (to shared, one byte per column), the fp16 norm (to
+ * global), and the dequantized fp32 values y' = f32(norm) * cb[code] in rec. */
+template <int E>
+__device__ __forceinline__ void tq_stage_block(const tq_gpu_params& p, const float (&y)[E], float (&rec)[E],
+                                               const float* cb, const float* bnd, int bits, uint8_t* codes_s,
+                                               uint8_t* norms_row, int64_t k, int64_t col0, int64_t s,
+                                               int64_t r, int lane, int L)
+{
+    double n2 = 0.0;
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        const double t = tq_f2d(y[e]);
+        n2 += t * t;
+    }
+    n2 = tq_wsum(n2, L);
+    const double nd = sqrt(n2);
+    if (nd > 2.0 * 65504.0 && lane == 0)
+        tq_err_min(p.err, TQ_GPU_ERR_OVF, (unsigned long long)(r + p.row0) * (unsigned long long)p.cols + s);
+    const float n = tq_d2f(nd);
+    uint16_t h = 0;
+    int code[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) code[e] = 0;
+    if (!tq_flt(n, 1e-30f)) {
+        const float inv = tq_fdiv(1.0f, n);
+        double dot = 0.0, cc = 0.0;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            const float u = tq_fmul(y[e], inv);
+            int c = 0;
+            for (int step = 1 << (bits - 1); step; step >>= 1)
+                if (tq_fgt(u, bnd[c + step - 1])) c += step;
+            code[e] = c;
+            const double cv = tq_f2d(cb[c]);
+            dot += tq_f2d(y[e]) * cv;
+            cc += cv * cv;
+        }
+        dot = tq_wsum(dot, L);
+        cc = tq_wsum(cc, L);
+        const double sc = p.plain_norm ? nd : (cc > 0.0 ? dot / cc : 0.0);
+        h = tq_f32_to_f16_d(tq_d2f(sc));
+        if ((h & 0x7c00u) == 0x7c00u && lane == 0)
+            tq_err_min(p.err, TQ_GPU_ERR_OVF, (unsigned long long)(r + p.row0) * (unsigned long long)p.cols + s);
+    }
+    if (lane == 0) ((uint16_t*)norms_row)[k] = h;
+    const float nf = tq_f16_to_f32_d(h);
+    if (lane < L) {
+#pragma unroll
+        for (int e = 0; e < E; e++) codes_s[col0 + e] = (uint8_t)code[e];
+    }
+#pragma unroll
+    for (int e = 0; e < E; e++) rec[e] = tq_fmul(nf, cb[code[e]]);
+}
+
+/* Quantize one rotation block of row r (tq, tqr, bin1). */
+template <int E>
+__device__ void tq_quant_rot_block(const tq_gpu_params& p, const uint32_t* sg0, const uint32_t* sg1,
+                                   const tq_gpu_cbs* cbs, uint8_t* codes0, uint8_t* codes1, int64_t r, int64_t k,
+                                   int64_t s, int d, int lane)
+{
+    const int L = d / E;
+    const bool act = lane < L;
+    const int64_t col0 = s + (int64_t)(act ? lane : 0) * E;
+    float x[E];
+    tq_load<E>(x, p.in, p.in_bf16, r * p.cols + col0, act);
+    if (p.err && act) {
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            if (!tq_finite(x[e]))
+                tq_err_min(p.err, TQ_GPU_ERR_NAN, (unsigned long long)r * (unsigned long long)p.cols + col0 + e);
+    }
+    const int li = tq_ilog2_d(d);
+    const float sc = p.rscale[li];
+    float y[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) y[e] = x[e];
+    tq_rot_fwd<E>(y, sg0, col0, lane, L, sc);
+    if (p.kind == TQ_CODEC_BIN1) {
+        double a = 0.0;
+#pragma unroll
+        for (int e = 0; e < E; e++) a += fabs(tq_f2d(y[e]));
+        a = tq_wsum(a, L);
+        const double m = a / d;
+        const uint16_t h = tq_f32_to_f16_d(tq_d2f(m));
+        if (lane == 0) {
+            if ((h & 0x7c00u) == 0x7c00u)
+                tq_err_min(p.err, TQ_GPU_ERR_OVF, (unsigned long long)r * (unsigned long long)p.cols + s);
+            ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = h;
+        }
+        if (act) {
+#pragma unroll
+            for (int e = 0; e < E; e++) codes0[col0 + e] = (uint8_t)(tq_flt(y[e], 0.0f) ? 0 : 1);
+        }
+        return;
+    }
+    const int ci = p.size_idx[li];
+    float rec[E];
+    tq_stage_block<E>(p, y, rec, cbs[0].cb[ci], cbs[0].bnd[ci], p.bits, codes0, p.part[1] + r * p.row_bytes[1], k,
+                      col0, s, r, lane, L);
+    if (p.kind != TQ_CODEC_TQR) return;
+    tq_rot_inv<E>(rec, sg0, col0, lane, L, sc);
+#pragma unroll
+    for (int e = 0; e < E; e++) y[e] = tq_fsub(x[e], rec[e]);
+    tq_rot_fwd<E>(y, sg1, col0, lane, L, sc);
+    tq_stage_block<E>(p, y, rec, cbs[1].cb[ci], cbs[1].bnd[ci], p.rbits, codes1, p.part[4] + r * p.row_bytes[4], k,
+                      col0, s, r, lane, L);
+}
+
+/* Pack one row of per-column codes (one byte each, shared) into b-bit fields (b = 1..8) or, b == 0,
+ * trits (5 per byte; codes hold t + 1). */
+__device__ void tq_pack_row(uint8_t* dst, size_t row_bytes, const uint8_t* codes, int64_t cols, int b)
+{
+    const bool al = ((uintptr_t)dst & 3) == 0;
+    for (int64_t w = threadIdx.x; w * 4 < (int64_t)row_bytes; w += blockDim.x) {
+        uint32_t out = 0;
+        for (int q = 0; q < 4; q++) {
+            const int64_t kb = w * 4 + q;
+            if (kb >= (int64_t)row_bytes) break;
+            uint32_t v = 0;
+            if (b == 0) {
+                uint32_t pw = 1;
+                for (int t = 0; t < 5 && kb * 5 + t < cols; t++, pw *= 3) v += codes[kb * 5 + t] * pw;
+            } else if (b == 8) {
+                v = codes[kb];
+            } else {
+                const int64_t bit0 = kb * 8;
+                int64_t i = bit0 / b;
+                const int sh = (int)(bit0 - i * b);
+                v = (uint32_t)codes[i] >> sh;
+                int pos = b - sh;
+                for (i++; pos < 8 && i < cols; i++, pos += b) v |= (uint32_t)codes[i] << pos;
+            }
+            out |= (v & 0xffu) << (8 * q);
+        }
+        if (al && w * 4 + 4 <= (int64_t)row_bytes) {
+            *(uint32_t*)(dst + w * 4) = out;
+        } else {
+            for (int q = 0; q < 4 && w * 4 + q < (int64_t)row_bytes; q++) dst[w * 4 + q] = (uint8_t)(out >> (8 * q));
+        }
+    }
+}
+
+/* Copy row_bytes of src (global) into shared dst, 16 bytes at a time when aligned. */
+__device__ void tq_stage_bytes(uint8_t* dst, const uint8_t* src, size_t n)
+{
+    if (((uintptr_t)src & 15) == 0 && (n & 15) == 0) {
+        for (size_t i = threadIdx.x; i < n / 16; i += blockDim.x) ((uint4*)dst)[i] = ((const uint4*)src)[i];
+    } else {
+        for (size_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+    }
+}
+
+/* Code i of a b-bit stream staged in shared memory (padded by 2 bytes). */
+__device__ __forceinline__ int tq_code_at(const uint8_t* s, int64_t i, int b)
+{
+    const int64_t bit = i * b;
+    const uint32_t w = (uint32_t)s[bit >> 3] | ((uint32_t)s[(bit >> 3) + 1] << 8);
+    return (int)((w >> (bit & 7)) & ((1u << b) - 1u));
+}
+
+/* Shared-memory layout of the rotation kernels: sign masks, codebooks, two code rows. */
+struct tq_rot_smem {
+    uint32_t* sg0;
+    uint32_t* sg1;
+    tq_gpu_cbs* cbs;
+    uint8_t* c0;
+    uint8_t* c1;
+};
+
+__host__ __device__ inline size_t tq_align16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+/* Shared memory of the rotation kernels: sign masks (one per stage), codebooks, and one code row per
+ * stage of code_bytes (quantize: one byte per column; dequantize: the packed row + 2 bytes padding). */
+__host__ __device__ inline size_t tq_rot_smem_bytes(int64_t cols, int nst, size_t code_bytes)
+{
+    const size_t nsw = (size_t)((cols + 31) / 32);
+    return (size_t)nst * tq_align16(nsw * 4) + tq_align16(2 * sizeof(tq_gpu_cbs)) + (size_t)nst * tq_align16(code_bytes);
+}
+
+__device__ tq_rot_smem tq_rot_smem_setup(const tq_gpu_params& p, uint8_t* smem, int quantize)
+{
+    tq_rot_smem S;
+    const int nst = p.kind == TQ_CODEC_TQR ? 2 : 1;
+    const size_t nsw = (size_t)((p.cols + 31) / 32);
+    const size_t sgb = tq_align16(nsw * 4);
+    S.sg0 = (uint32_t*)smem;
+    S.sg1 = (uint32_t*)(smem + (nst - 1) * sgb);
+    S.cbs = (tq_gpu_cbs*)(smem + nst * sgb);
+    S.c0 = smem + nst * sgb + tq_align16(2 * sizeof(tq_gpu_cbs));
+    S.c1 = S.c0 + (nst - 1) * tq_align16(p.code_bytes);
+    for (int st = 0; st < nst; st++) {
+        uint32_t* sg = st ? S.sg1 : S.sg0;
+        for (size_t w = threadIdx.x; w < nsw; w += blockDim.x) {
+            uint32_t m = 0;
+            for (int b = 0; b < 32; b++) {
+                const int64_t j = (int64_t)w * 32 + b;
+                if (j < p.cols) m |= tq_rot_signbit_d(p.seed[st], j) << b;
+            }
+            sg[w] = m;
+        }
+        if (p.kind == TQ_CODEC_BIN1) continue;
+        const int n = 1 << (st ? p.rbits : p.bits);
+        for (int i = threadIdx.x; i < p.ndist * n; i += blockDim.x) {
+            const int di = i / n, j = i % n;
+            float c;
+            if (quantize) {
+                c = p.cbs[st].cb[di][j];
+                if (p.write_cb && blockIdx.x == 0) ((float*)p.part[p.cb_part[st]])[i] = c;
+            } else {
+                c = ((const float*)p.part[p.cb_part[st]])[i];
+                if (!tq_finite(c)) tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, 0);
+            }
+            S.cbs[st].cb[di][j] = c;
+            if (quantize && j + 1 < n) S.cbs[st].bnd[di][j] = p.cbs[st].bnd[di][j];
+        }
+    }
+    __syncthreads();
+    return S;
+}
+
+/* Quantize, rotation codecs. E = g / 32 (the full blocks); tails dispatch on their size. */
+template <int E>
+__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    const tq_rot_smem S = tq_rot_smem_setup(p, smem, 1);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+        for (int64_t k = warp; k < p.nb; k += TQ_GPU_WARPS) {
+            int64_t s;
+            int d;
+            tq_blk(p, k, &s, &d);
+            if (d == p.g)
+                tq_quant_rot_block<E>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
+            else if (d == 128)
+                tq_quant_rot_block<4>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
+            else if (d == 64)
+                tq_quant_rot_block<2>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
+            else
+                tq_quant_rot_block<1>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
+        }
+        __syncthreads();
+        const int b0 = p.kind == TQ_CODEC_BIN1 ? 1 : p.bits;
+        tq_pack_row(p.part[0] + r * p.row_bytes[0], p.row_bytes[0], S.c0, p.cols, b0);
+        if (p.kind == TQ_CODEC_TQR) tq_pack_row(p.part[3] + r * p.row_bytes[3], p.row_bytes[3], S.c1, p.cols, p.rbits);
+        __syncthreads();
+    }
+}
+
+/* Dequantize one rotation block of tensor row rt (output row ro). */
+template <int E>
+__device__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, int64_t rt, int64_t ro, int64_t k,
+                                 int64_t s, int d, int lane)
+{
+    const int L = d / E;
+    const bool act = lane < L;
+    const int64_t col0 = s + (int64_t)(act ? lane : 0) * E;
+    const int li = tq_ilog2_d(d);
+    const float sc = p.rscale[li];
+    float v[E];
+    const uint16_t h = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
+    if ((h & 0x7c00u) == 0x7c00u && lane == 0)
+        tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
+    const float nf = tq_f16_to_f32_d(h);
+    if (p.kind == TQ_CODEC_BIN1) {
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] = tq_fsign(nf, act ? (uint32_t)(tq_code_at(S.c0, col0 + e, 1) == 0) : 0u);
+        tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
+    } else {
+        const int ci = p.size_idx[li];
+        const float* cb = S.cbs[0].cb[ci];
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] = tq_fmul(nf, cb[act ? tq_code_at(S.c0, col0 + e, p.bits) : 0]);
+        tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
+        if (p.kind == TQ_CODEC_TQR) {
+            const uint16_t h2 = ((const uint16_t*)(p.part[4] + rt * p.row_bytes[4]))[k];
+            if ((h2 & 0x7c00u) == 0x7c00u && lane == 0)
+                tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
+            const float nf2 = tq_f16_to_f32_d(h2);
+            const float* cb2 = S.cbs[1].cb[ci];
+            float v2[E];
+#pragma unroll
+            for (int e = 0; e < E; e++) v2[e] = tq_fmul(nf2, cb2[act ? tq_code_at(S.c1, col0 + e, p.rbits) : 0]);
+            tq_rot_inv<E>(v2, S.sg1, col0, lane, L, sc);
+#pragma unroll
+            for (int e = 0; e < E; e++) v[e] = tq_fadd(v[e], v2[e]);
+        }
+    }
+    if (act) tq_store<E>(p.out, p.in_bf16, ro * p.cols + col0, v);
+}
+
+template <int E>
+__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_rot_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    const tq_rot_smem S = tq_rot_smem_setup(p, smem, 0);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int64_t ro = blockIdx.x; ro < p.rows; ro += gridDim.x) {
+        const int64_t rt = ro + p.row0;
+        tq_stage_bytes(S.c0, p.part[0] + rt * p.row_bytes[0], p.row_bytes[0]);
+        if (p.kind == TQ_CODEC_TQR) tq_stage_bytes(S.c1, p.part[3] + rt * p.row_bytes[3], p.row_bytes[3]);
+        if (threadIdx.x < 2) {
+            S.c0[p.row_bytes[0] + threadIdx.x] = 0;
+            if (p.kind == TQ_CODEC_TQR) S.c1[p.row_bytes[3] + threadIdx.x] = 0;
+        }
+        __syncthreads();
+        for (int64_t k = warp; k < p.nb; k += TQ_GPU_WARPS) {
+            int64_t s;
+            int d;
+            tq_blk(p, k, &s, &d);
+            if (d == p.g)
+                tq_deq_rot_block<E>(p, S, rt, ro, k, s, d, lane);
+            else if (d == 128)
+                tq_deq_rot_block<4>(p, S, rt, ro, k, s, d, lane);
+            else if (d == 64)
+                tq_deq_rot_block<2>(p, S, rt, ro, k, s, d, lane);
+            else
+                tq_deq_rot_block<1>(p, S, rt, ro, k, s, d, lane);
+        }
+        __syncthreads();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// group codecs (ter, rtn) and per-row codecs (int8, fp16, bf16, f32)
+
+/* (value, index) pair reduction that keeps what the reference's left-to-right `if (w < lo) lo = w`
+ * keeps: the smallest value, the first index among equal values (+0 and -0 compare equal). */
+__device__ __forceinline__ void tq_argmin_merge(float& v, int& i, float ov, int oi, bool want_max)
+{
+    const bool better = want_max ? tq_fgt(ov, v) : tq_flt(ov, v);
+    const bool worse = want_max ? tq_fgt(v, ov) : tq_flt(v, ov);
+    if (better || (!worse && oi < i)) {
+        v = ov;
+        i = oi;
+    }
+}
+
+template <int E>
+__device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_s, int64_t r, int64_t k, int lane)
+{
+    const int64_t s = k * p.g;
+    const int n = (int)(p.cols - s < p.g ? p.cols - s : p.g);
+    const int i0 = lane * E;
+    float x[E];
+    const bool full = i0 + E <= n;
+    if (full) {
+        tq_load<E>(x, p.in, p.in_bf16, r * p.cols + s + i0, true);
+    } else {
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            float t = 0.0f;
+            if (i0 + e < n) {
+                const int64_t off = r * p.cols + s + i0 + e;
+                t = p.in_bf16 ? tq_bf16_to_f32_d(((const uint16_t*)p.in)[off]) : ((const float*)p.in)[off];
+            }
+            x[e] = t;
+        }
+    }
+    if (p.err) {
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            if (i0 + e < n && !tq_finite(x[e]))
+                tq_err_min(p.err, TQ_GPU_ERR_NAN, (unsigned long long)r * (unsigned long long)p.cols + s + i0 + e);
+    }
+    if (p.kind == TQ_CODEC_RTN) {
+        const int maxq = (1 << p.bits) - 1;
+        float lo = x[0], hi = x[0];
+        int ilo = i0 < n ? i0 : 1 << 30, ihi = ilo;
+        if (!(i0 < n)) lo = hi = 0.0f;
+#pragma unroll
+        for (int e = 1; e < E; e++)
+            if (i0 + e < n) {
+                if (tq_flt(x[e], lo)) { lo = x[e]; ilo = i0 + e; }
+                if (tq_fgt(x[e], hi)) { hi = x[e]; ihi = i0 + e; }
+            }
+        for (int m = 16; m >= 1; m >>= 1) {
+            const float ol = __shfl_xor_sync(TQ_GPU_FULL, lo, m), oh = __shfl_xor_sync(TQ_GPU_FULL, hi, m);
+            const int oil = __shfl_xor_sync(TQ_GPU_FULL, ilo, m), oih = __shfl_xor_sync(TQ_GPU_FULL, ihi, m);
+            if (oil < (1 << 30)) {
+                if (ilo >= (1 << 30)) { lo = ol; ilo = oil; } else tq_argmin_merge(lo, ilo, ol, oil, false);
+            }
+            if (oih < (1 << 30)) {
+                if (ihi >= (1 << 30)) { hi = oh; ihi = oih; } else tq_argmin_merge(hi, ihi, oh, oih, true);
+            }
+        }
+        const float scr = tq_fdiv(tq_fsub(hi, lo), (float)maxq);
+        const uint16_t hs = tq_f32_to_f16_d(scr), hm = tq_f32_to_f16_d(lo);
+        if (lane == 0) {
+            if ((hm & 0x7c00u) == 0x7c00u || (hs & 0x7c00u) == 0x7c00u)
+                tq_err_min(p.err, TQ_GPU_ERR_OVF, (unsigned long long)r * (unsigned long long)p.cols + s);
+            ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = hs;
+            ((uint16_t*)(p.part[2] + r * p.row_bytes[2]))[k] = hm;
+        }
+        const float scf = tq_f16_to_f32_d(hs), mnf = tq_f16_to_f32_d(hm);
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            int c = 0;
+            if (tq_fgt(scf, 0.0f)) {
+                const float v = tq_ffloor(tq_fadd(tq_fdiv(tq_fsub(x[e], mnf), scf), 0.5f));
+                c = tq_fle(v, 0.0f) ? 0 : tq_fge(v, (float)maxq) ? maxq : (int)v;
+            }
+            if (i0 + e < n) codes_s[s + i0 + e] = (uint8_t)c;
+        }
+        return;
+    }
+    /* ter */
+    double a = 0.0;
+#pragma unroll
+    for (int e = 0; e < E; e++) a += fabs(tq_f2d(x[e])); /* inactive lanes hold 0 */
+    for (int m = 16; m >= 1; m >>= 1) a += __shfl_xor_sync(TQ_GPU_FULL, a, m);
+    const float gamma = tq_d2f(a / (double)n);
+    double sum = 0.0;
+    int cnt = 0;
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        int t = 0;
+        if (tq_fgt(gamma, 0.0f)) {
+            const float v = tq_fdiv(x[e], gamma);
+            t = tq_fge(v, 0.5f) ? 1 : tq_fle(v, -0.5f) ? -1 : 0;
+        }
+        if (i0 + e < n) {
+            codes_s[s + i0 + e] = (uint8_t)(t + 1);
+            if (t) {
+                sum += fabs(tq_f2d(x[e]));
+                cnt++;
+            }
+        }
+    }
+    for (int m = 16; m >= 1; m >>= 1) {
+        sum += __shfl_xor_sync(TQ_GPU_FULL, sum, m);
+        cnt += __shfl_xor_sync(TQ_GPU_FULL, cnt, m);
+    }
+    const double sv = cnt ? sum / (double)cnt : 0.0;
+    const uint16_t h = tq_f32_to_f16_d(tq_d2f(sv));
+    if (lane == 0) {
+        if ((h & 0x7c00u) == 0x7c00u)
+            tq_err_min(p.err, TQ_GPU_ERR_OVF, (unsigned long long)r * (unsigned long long)p.cols + s);
+        ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = h;
+    }
+}
+
+__device__ __forceinline__ float tq_load1(const tq_gpu_params& p, int64_t off)
+{
+    return p.in_bf16 ? tq_bf16_to_f32_d(((const uint16_t*)p.in)[off]) : ((const float*)p.in)[off];
+}
+
+template <int E>
+__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_plain_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    __shared__ float red[TQ_GPU_WARPS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
+        if (p.kind == TQ_CODEC_RTN || p.kind == TQ_CODEC_TER) {
+            for (int64_t k = warp; k < p.ng; k += TQ_GPU_WARPS) tq_quant_group<E>(p, smem, r, k, lane);
+            __syncthreads();
+            tq_pack_row(p.part[0] + r * p.row_bytes[0], p.row_bytes[0], smem, p.cols,
+                        p.kind == TQ_CODEC_RTN ? p.bits : 0);
+            __syncthreads();
+            continue;
+        }
+        if (p.kind == TQ_CODEC_INT8) {
+            float amax = 0.0f;
+            for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
+                const float w = tq_load1(p, r * p.cols + j);
+                if (p.err && !tq_finite(w))
+                    tq_err_min(p.err, TQ_GPU_ERR_NAN, (unsigned long long)r * (unsigned long long)p.cols + j);
+                const float aw = fabsf(w);
+                if (tq_fgt(aw, amax)) amax = aw;
+            }
+            for (int m = 16; m >= 1; m >>= 1) {
+                const float o = __shfl_xor_sync(TQ_GPU_FULL, amax, m);
+                if (tq_fgt(o, amax)) amax = o;
+            }
+            if (lane == 0) red[warp] = amax;
+            __syncthreads();
+            amax = red[0];
+            for (int w = 1; w < TQ_GPU_WARPS; w++)
+                if (tq_fgt(red[w], amax)) amax = red[w];
+            const float scale = tq_fdiv(amax, 127.0f);
+            int8_t* c = (int8_t*)(p.part[0] + r * p.row_bytes[0]);
+            for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
+                int v = 0;
+                if (tq_fgt(scale, 0.0f)) {
+                    const float f = roundf(tq_fdiv(tq_load1(p, r * p.cols + j), scale));
+                    v = tq_fgt(f, 127.0f) ? 127 : tq_flt(f, -127.0f) ? -127 : (int)f;
+                }
+                c[j] = (int8_t)v;
+            }
+            if (threadIdx.x == 0) *(float*)(p.part[1] + r * p.row_bytes[1]) = scale;
+            __syncthreads();
+            continue;
+        }
+        uint8_t* dst = p.part[0] + r * p.row_bytes[0];
+        for (int64_t j = threadIdx.x; j < p.cols; j += blockDim.x) {
+            const float w = tq_load1(p, r * p.cols + j);
+            const unsigned long long key = (unsigned long long)r * (unsigned long long)p.cols + j;
+            if (p.err && !tq_finite(w)) tq_err_min(p.err, TQ_GPU_ERR_NAN, key);
+            if (p.kind == TQ_CODEC_FP16) {
+                const uint16_t h = tq_f32_to_f16_d(w);
+                if ((h & 0x7c00u) == 0x7c00u) tq_err_min(p.err, TQ_GPU_ERR_OVF, key);
+                ((uint16_t*)dst)[j] = h;
+            } else if (p.kind == TQ_CODEC_BF16) {
+                const uint16_t h = tq_f32_to_bf16_d(w);
+                if ((h & 0x7f80u) == 0x7f80u) tq_err_min(p.err, TQ_GPU_ERR_OVF, key);
+                ((uint16_t*)dst)[j] = h;
+            } else {
+                ((float*)dst)[j] = w;
+            }
+        }
+    }
+}
+
+/* Dequantize group / per-row codecs: 8 consecutive columns per thread. */
+__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_plain_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    const int gshift = tq_ilog2_d(p.g);
+    for (int64_t ro = blockIdx.x; ro < p.rows; ro += gridDim.x) {
+        const int64_t rt = ro + p.row0;
+        const bool staged = p.kind == TQ_CODEC_RTN || p.kind == TQ_CODEC_TER;
+        if (staged) {
+            tq_stage_bytes(smem, p.part[0] + rt * p.row_bytes[0], p.row_bytes[0]);
+            if (threadIdx.x < 2) smem[p.row_bytes[0] + threadIdx.x] = 0;
+            __syncthreads();
+        }
+        float iscale = 0.0f;
+        if (p.kind == TQ_CODEC_INT8) {
+            iscale = *(const float*)(p.part[1] + rt * p.row_bytes[1]);
+            if (!tq_finite(iscale) && threadIdx.x == 0)
+                tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols);
+        }
+        for (int64_t j0 = (int64_t)threadIdx.x * 8; j0 < p.cols; j0 += (int64_t)blockDim.x * 8) {
+            float v[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                const int64_t j = j0 + e;
+                float o = 0.0f;
+                if (j < p.cols) {
+                    if (p.kind == TQ_CODEC_RTN) {
+                        const int64_t k = j >> gshift;
+                        const uint16_t hs = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
+                        const uint16_t hm = ((const uint16_t*)(p.part[2] + rt * p.row_bytes[2]))[k];
+                        if (((hs & 0x7c00u) == 0x7c00u || (hm & 0x7c00u) == 0x7c00u) && (j & (p.g - 1)) == 0)
+                            tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + j);
+                        o = tq_fadd(tq_f16_to_f32_d(hm), tq_fmul((float)tq_code_at(smem, j, p.bits), tq_f16_to_f32_d(hs)));
+                    } else if (p.kind == TQ_CODEC_TER) {
+                        const int64_t k = j >> gshift;
+                        const uint16_t hs = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
+                        if ((hs & 0x7c00u) == 0x7c00u && (j & (p.g - 1)) == 0)
+                            tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + j);
+                        uint32_t b = smem[j / 5];
+                        for (int t = (int)(j % 5); t > 0; t--) b /= 3;
+                        o = tq_fmul((float)((int)(b % 3) - 1), tq_f16_to_f32_d(hs));
+                    } else if (p.kind == TQ_CODEC_INT8) {
+                        o = tq_fmul((float)((const int8_t*)(p.part[0] + rt * p.row_bytes[0]))[j], iscale);
+                    } else if (p.kind == TQ_CODEC_FP16) {
+                        o = tq_f16_to_f32_d(((const uint16_t*)(p.part[0] + rt * p.row_bytes[0]))[j]);
+                    } else if (p.kind == TQ_CODEC_BF16) {
+                        o = tq_bf16_to_f32_d(((const uint16_t*)(p.part[0] + rt * p.row_bytes[0]))[j]);
+                    } else {
+                        o = ((const float*)(p.part[0] + rt * p.row_bytes[0]))[j];
+                    }
+                }
+                v[e] = o;
+            }
+            if (j0 + 8 <= p.cols) {
+                tq_store<8>(p.out, p.in_bf16, ro * p.cols + j0, v);
+            } else {
+                for (int e = 0; e < 8 && j0 + e < p.cols; e++) {
+                    if (p.in_bf16)
+                        ((uint16_t*)p.out)[ro * p.cols + j0 + e] = tq_f32_to_bf16_d(v[e]);
+                    else
+                        ((float*)p.out)[ro * p.cols + j0 + e] = v[e];
+                }
+            }
+        }
+        if (staged) __syncthreads();
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// host side
+
+static int tq_ilog2_h(int d)
+{
+    int k = 0;
+    while ((1 << k) < d) k++;
+    return k;
+}
+
+static int tq_part_index(const tq_qtensor* q, const char* name)
+{
+    for (int i = 0; i < q->nparts; i++)
+        if (!strcmp(q->part[i].name, name)) return i;
+    return -1;
+}
+
+/* Fill the launch parameters shared by quantize and dequantize. quantize = 1 computes the codebooks
+ * (Lloyd-Max, as the reference) and their boundaries. */
+static tq_status tq_gpu_params_init(tq_gpu_params* P, const tq_qtensor* q, uint8_t* const* d_parts, int quantize,
+                                    const char* what)
+{
+    memset(P, 0, sizeof *P);
+    const tq_codec* c = &q->codec;
+    P->kind = (int)c->kind;
+    P->bits = c->bits;
+    P->rbits = c->rbits;
+    P->g = c->group;
+    P->cols = q->cols;
+    P->plain_norm = (q->flags & TQ_QFLAG_PLAIN_NORM) != 0;
+    if (q->cols < 1 || (P->g != 64 && P->g != 128 && P->g != 256))
+        return tq_fail(TQ_ERR_ARG, "tensor %s: invalid quantized tensor (cols %lld, group %d)", what,
+                       (long long)q->cols, P->g);
+    if (c->kind == TQ_CODEC_INVALID || q->nparts < 1)
+        return tq_fail(TQ_ERR_ARG, "tensor %s: invalid codec (lay the tensor out with tq_qtensor_layout)", what);
+    P->nb = tq_rot_nblocks(q->cols, P->g);
+    P->ng = (q->cols + P->g - 1) / P->g;
+    P->nfull = q->cols / P->g;
+    P->tail = (int)(q->cols % P->g);
+    int sizes[16];
+    P->ndist = tq_rot_block_sizes(q->cols, P->g, sizes);
+    for (int i = 0; i < P->ndist; i++) {
+        const int li = tq_ilog2_h(sizes[i]);
+        P->size_idx[li] = i;
+    }
+    for (int li = 0; li < 16; li++) P->rscale[li] = (float)(1.0 / sqrt((double)(1 << li)));
+    for (int i = 0; i < q->nparts; i++) {
+        if (!d_parts[i] && q->part[i].bytes)
+            return tq_fail(TQ_ERR_ARG, "tensor %s: no device buffer for part '%s'", what, q->part[i].name);
+        P->part[i] = d_parts[i];
+        P->row_bytes[i] = q->part[i].row_bytes;
+    }
+    P->seed[0] = q->seed;
+    P->seed[1] = tq_rot_seed2(q->seed);
+    P->cb_part[0] = tq_part_index(q, "codebook");
+    P->cb_part[1] = tq_part_index(q, "codebook2");
+    if (c->kind == TQ_CODEC_TQ || c->kind == TQ_CODEC_TQR) {
+        const int nst = c->kind == TQ_CODEC_TQR ? 2 : 1;
+        for (int st = 0; st < nst; st++) {
+            const int bits = st ? c->rbits : c->bits;
+            const int n = 1 << bits;
+            if (bits < 1 || bits > 4 || P->cb_part[st] < 0 ||
+                q->part[P->cb_part[st]].bytes != (size_t)(4 * n * P->ndist))
+                return tq_fail(TQ_ERR_CORRUPT, "tensor %s: codebook part missing or of the wrong size", what);
+            if (!quantize) continue;
+            for (int i = 0; i < P->ndist; i++) {
+                float* cb = P->cbs[st].cb[i];
+                TQ_FORWARD(tq_lloydmax_unit_f32(TQ_LAW_BETA, sizes[i], bits, cb));
+                for (int j = 0; j + 1 < n; j++) P->cbs[st].bnd[i][j] = 0.5f * (cb[j] + cb[j + 1]);
+            }
+        }
+    }
+    return TQ_OK;
+}
+
+static int tq_gpu_is_rot(int kind)
+{
+    return kind == TQ_CODEC_TQ || kind == TQ_CODEC_TQR || kind == TQ_CODEC_BIN1;
+}
+
+/* Launch a kernel on a persistent grid (SMs x resident blocks, capped by rows). */
+template <typename K>
+static tq_status tq_gpu_launch(K kernel, const tq_gpu_params* P, size_t smem, cudaStream_t stream, const char* what)
+{
+    if (smem > TQ_GPU_SMEM_MAX)
+        return tq_fail(TQ_ERR_UNSUPPORTED,
+                       "tensor %s: rows of %lld columns need %zu bytes of shared memory, over the GPU kernels' %d; "
+                       "quantize this tensor on the CPU (tq_quantize_ref)",
+                       what, (long long)P->cols, smem, TQ_GPU_SMEM_MAX);
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int dev = 0, nsm = 0, per = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, TQ_GPU_THREADS, smem));
+    if (per < 1) per = 1;
+    int64_t grid = (int64_t)nsm * per;
+    if (grid > P->rows) grid = P->rows;
+    if (grid < 1) return TQ_OK;
+    kernel<<<(unsigned)grid, TQ_GPU_THREADS, smem, stream>>>(*P);
+    CUDA_CHECK(cudaGetLastError());
+    return TQ_OK;
+}
+
+/* quant_rot_cuda / quant_plain_cuda / deq_*_cuda: pick the template instance for the group size. */
+static tq_status tq_quant_cuda(cudaStream_t stream, const tq_gpu_params* P, const char* what)
+{
+    const int g = P->g;
+    if (tq_gpu_is_rot(P->kind)) {
+        const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1, P->code_bytes);
+        if (g == 64) return tq_gpu_launch(tq_quant_rot_kernel<2>, P, sm, stream, what);
+        if (g == 128) return tq_gpu_launch(tq_quant_rot_kernel<4>, P, sm, stream, what);
+        return tq_gpu_launch(tq_quant_rot_kernel<8>, P, sm, stream, what);
+    }
+    const size_t sm = tq_align16((size_t)P->cols + 16);
+    if (g == 64) return tq_gpu_launch(tq_quant_plain_kernel<2>, P, sm, stream, what);
+    if (g == 128) return tq_gpu_launch(tq_quant_plain_kernel<4>, P, sm, stream, what);
+    return tq_gpu_launch(tq_quant_plain_kernel<8>, P, sm, stream, what);
+}
+
+static tq_status tq_deq_cuda(cudaStream_t stream, const tq_gpu_params* P, const char* what)
+{
+    const int g = P->g;
+    if (tq_gpu_is_rot(P->kind)) {
+        const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1, P->code_bytes);
+        if (g == 64) return tq_gpu_launch(tq_deq_rot_kernel<2>, P, sm, stream, what);
+        if (g == 128) return tq_gpu_launch(tq_deq_rot_kernel<4>, P, sm, stream, what);
+        return tq_gpu_launch(tq_deq_rot_kernel<8>, P, sm, stream, what);
+    }
+    return tq_gpu_launch(tq_deq_plain_kernel, P, tq_align16((size_t)P->cols + 16), stream, what);
+}
+
+/* Error flags: a small device buffer per call (stream-ordered allocation). */
+static tq_status tq_err_alloc(cudaStream_t stream, unsigned long long** d_err)
+{
+    CUDA_CHECK(cudaMallocAsync((void**)d_err, 4 * sizeof(unsigned long long), stream));
+    CUDA_CHECK(cudaMemsetAsync(*d_err, 0xff, 4 * sizeof(unsigned long long), stream));
+    return TQ_OK;
+}
+
+static tq_status tq_err_fetch(cudaStream_t stream, unsigned long long* d_err, unsigned long long* h_err)
+{
+    CUDA_CHECK(cudaMemcpyAsync(h_err, d_err, 4 * sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream));
+    CUDA_CHECK(cudaFreeAsync(d_err, stream));
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    return TQ_OK;
+}
+
+/* row_base: added to the row numbers of error messages (the host-pointer version runs in row chunks). */
+static tq_status tq_quantize_gpu_dev_rows(void* stream_, const void* d_w, tq_dtype wtype, tq_qtensor* q,
+                                          uint8_t* const* d_parts, const char* what, int check, int64_t row_base)
+{
+    cudaStream_t stream = (cudaStream_t)stream_;
+    if (!what) what = "(unnamed tensor)";
+    if (!q || !d_parts || (!d_w && q->rows > 0)) return tq_fail(TQ_ERR_ARG, "tq_quantize_gpu_dev: NULL argument");
+    if (wtype != TQ_F32 && wtype != TQ_BF16)
+        return tq_fail(TQ_ERR_ARG, "tensor %s: the GPU quantizer takes fp32 or bf16 input", what);
+    if (!tq_gpu_available()) return tq_fail(TQ_ERR_NOGPU, "quantize %s on GPU: no CUDA device", what);
+    tq_gpu_params* P = (tq_gpu_params*)malloc(sizeof *P);
+    if (!P) return tq_fail(TQ_ERR_NOMEM, "tensor %s: out of memory", what);
+    tq_status rc = tq_gpu_params_init(P, q, d_parts, 1, what);
+    unsigned long long herr[4] = {TQ_GPU_NOERR, TQ_GPU_NOERR, TQ_GPU_NOERR, TQ_GPU_NOERR};
+    unsigned long long* d_err = NULL;
+    if (rc != TQ_OK) goto out;
+    P->rows = q->rows;
+    P->code_bytes = (size_t)q->cols + 16;
+    P->in = d_w;
+    P->in_bf16 = wtype == TQ_BF16;
+    P->write_cb = 1;
+    /* host copies of the codebooks, written exactly as the reference writes them */
+    for (int st = 0; st < 2; st++) {
+        const int pi = P->cb_part[st];
+        if (pi < 0 || !q->part[pi].data || !(q->codec.kind == TQ_CODEC_TQ || q->codec.kind == TQ_CODEC_TQR)) continue;
+        const int n = 1 << (st ? q->codec.rbits : q->codec.bits);
+        for (int i = 0; i < P->ndist; i++) memcpy(q->part[pi].data + (size_t)4 * n * i, P->cbs[st].cb[i], (size_t)4 * n);
+    }
+    if (q->rows == 0) {
+        /* no rows: still write the per-tensor parts */
+        for (int st = 0; st < 2; st++) {
+            const int pi = P->cb_part[st];
+            if (pi < 0 || !(q->codec.kind == TQ_CODEC_TQ || q->codec.kind == TQ_CODEC_TQR)) continue;
+            const int n = 1 << (st ? q->codec.rbits : q->codec.bits);
+            for (int i = 0; i < P->ndist; i++)
+                CUDA_CHECK_GOTO(cudaMemcpyAsync(d_parts[pi] + (size_t)4 * n * i, P->cbs[st].cb[i], (size_t)4 * n,
+                                                cudaMemcpyHostToDevice, stream), out);
+        }
+        CUDA_CHECK_GOTO(cudaStreamSynchronize(stream), out);
+        goto out;
+    }
+    if (check) TQ_CHECK_GOTO(tq_err_alloc(stream, &d_err), out);
+    P->err = d_err;
+    TQ_CHECK_GOTO(tq_quant_cuda(stream, P, what), out);
+    if (!check) goto out;
+    TQ_CHECK_GOTO(tq_err_fetch(stream, d_err, herr), out);
+    d_err = NULL;
+    {
+        const unsigned long long cols = (unsigned long long)q->cols;
+        const unsigned long long rn = herr[TQ_GPU_ERR_NAN], ro = herr[TQ_GPU_ERR_OVF];
+        if (rn != TQ_GPU_NOERR && (ro == TQ_GPU_NOERR || rn / cols <= ro / cols)) {
+            rc = tq_fail(TQ_ERR_NUMERIC,
+                         "tensor %s row %llu col %llu: value is NaN or Inf; the input is corrupt or overflowed "
+                         "(check the checkpoint / the previous stage)",
+                         what, rn / cols + (unsigned long long)row_base, rn % cols);
+        } else if (ro != TQ_GPU_NOERR) {
+            rc = tq_fail(TQ_ERR_NUMERIC,
+                         "tensor %s row %llu col %llu: a group norm/scale/value exceeds the fp16 range (65504) of "
+                         "codec %s; store this tensor as bf16 or int8, or rescale it",
+                         what, ro / cols + (unsigned long long)row_base, ro % cols, q->codec.name);
+        }
+    }
+out:
+    if (d_err) cudaFreeAsync(d_err, stream);
+    free(P);
+    return rc;
+}
+
+extern "C" tq_status tq_quantize_gpu_dev(void* stream, const void* d_w, tq_dtype wtype, tq_qtensor* q,
+                                         uint8_t* const* d_parts, const char* what, int check)
+{
+    return tq_quantize_gpu_dev_rows(stream, d_w, wtype, q, d_parts, what, check, 0);
+}
+
+extern "C" tq_status tq_dequantize_gpu_dev(void* stream_, const tq_qtensor* q, const uint8_t* const* d_parts,
+                                           int64_t row0, int64_t nrows, void* d_out, tq_dtype otype, int check)
+{
+    cudaStream_t stream = (cudaStream_t)stream_;
+    if (!q || !d_parts || (!d_out && nrows > 0)) return tq_fail(TQ_ERR_ARG, "tq_dequantize_gpu_dev: NULL argument");
+    if (otype != TQ_F32 && otype != TQ_BF16)
+        return tq_fail(TQ_ERR_ARG, "dequantize on GPU: output must be fp32 or bf16");
+    if (row0 < 0 || nrows < 0 || row0 + nrows > q->rows)
+        return tq_fail(TQ_ERR_ARG, "dequantize: rows [%lld, %lld) outside the tensor's %lld rows", (long long)row0,
+                       (long long)(row0 + nrows), (long long)q->rows);
+    if (!tq_gpu_available()) return tq_fail(TQ_ERR_NOGPU, "dequantize on GPU: no CUDA device");
+    if (nrows == 0) return TQ_OK;
+    tq_gpu_params* P = (tq_gpu_params*)malloc(sizeof *P);
+    if (!P) return tq_fail(TQ_ERR_NOMEM, "dequantize: out of memory");
+    tq_status rc = tq_gpu_params_init(P, q, (uint8_t* const*)d_parts, 0, "(dequantize)");
+    unsigned long long herr[4] = {TQ_GPU_NOERR, TQ_GPU_NOERR, TQ_GPU_NOERR, TQ_GPU_NOERR};
+    unsigned long long* d_err = NULL;
+    if (rc != TQ_OK) goto out;
+    P->rows = nrows;
+    P->row0 = row0;
+    {
+        size_t cbm = q->part[0].row_bytes;
+        if (q->codec.kind == TQ_CODEC_TQR && q->part[3].row_bytes > cbm) cbm = q->part[3].row_bytes;
+        P->code_bytes = cbm + 16;
+    }
+    P->out = d_out;
+    P->in_bf16 = otype == TQ_BF16;
+    if (check) TQ_CHECK_GOTO(tq_err_alloc(stream, &d_err), out);
+    P->err = d_err;
+    TQ_CHECK_GOTO(tq_deq_cuda(stream, P, "(dequantize)"), out);
+    if (!check) goto out;
+    TQ_CHECK_GOTO(tq_err_fetch(stream, d_err, herr), out);
+    d_err = NULL;
+    if (herr[TQ_GPU_ERR_CORRUPT] != TQ_GPU_NOERR)
+        rc = tq_fail(TQ_ERR_CORRUPT,
+                     "dequantize (codec %s) row %llu: a norm/scale part or the codebook holds NaN/Inf (corrupt "
+                     "artifact)",
+                     q->codec.name, herr[TQ_GPU_ERR_CORRUPT] / (unsigned long long)q->cols);
+out:
+    if (d_err) cudaFreeAsync(d_err, stream);
+    free(P);
+    return rc;
+}
+
+// ------------------------------------------------------------------------------------------------
+// host-pointer entry points (codec.h): staged through device buffers kept between calls, in row chunks
+// of at most TQ_GPU_CHUNK_BYTES of fp32 so device memory stays bounded.
+
+#define TQ_GPU_CHUNK_BYTES ((size_t)512 << 20)
+
+static pthread_mutex_t tq_gpu_mu = PTHREAD_MUTEX_INITIALIZER;
+static void* tq_gpu_buf[TQ_QT_MAX_PARTS + 1];
+static size_t tq_gpu_cap[TQ_QT_MAX_PARTS + 1];
+
+static tq_status tq_gpu_reserve(int slot, size_t bytes)
+{
+    if (bytes <= tq_gpu_cap[slot]) return TQ_OK;
+    if (tq_gpu_buf[slot]) cudaFree(tq_gpu_buf[slot]);
+    tq_gpu_buf[slot] = NULL;
+    tq_gpu_cap[slot] = 0;
+    CUDA_CHECK(cudaMalloc(&tq_gpu_buf[slot], bytes ? bytes : 16));
+    tq_gpu_cap[slot] = bytes;
+    return TQ_OK;
+}
+
+extern "C" void tq_gpu_release_buffers(void)
+{
+    pthread_mutex_lock(&tq_gpu_mu);
+    for (int i = 0; i <= TQ_QT_MAX_PARTS; i++) {
+        if (tq_gpu_buf[i]) cudaFree(tq_gpu_buf[i]);
+        tq_gpu_buf[i] = NULL;
+        tq_gpu_cap[i] = 0;
+    }
+    pthread_mutex_unlock(&tq_gpu_mu);
+}
+
+extern "C" int tq_gpu_available(void)
+{
+    static int cached = -1;
+    if (cached < 0) {
+        int n = 0;
+        cached = (cudaGetDeviceCount(&n) == cudaSuccess && n > 0) ? 1 : 0;
+        if (!cached) cudaGetLastError();
+    }
+    return cached;
+}
+
+static int64_t tq_gpu_chunk_rows(int64_t cols)
+{
+    int64_t r = (int64_t)(TQ_GPU_CHUNK_BYTES / ((size_t)cols * sizeof(float)));
+    return r < 1 ? 1 : r;
+}
+
+/* A view of q restricted to rows [r0, r0 + n): same codec, per-row part sizes scaled. */
+static void tq_qtensor_rows_view(tq_qtensor* v, const tq_qtensor* q, int64_t n)
+{
+    *v = *q;
+    v->rows = n;
+    for (int i = 0; i < q->nparts; i++)
+        if (q->part[i].row_bytes) v->part[i].bytes = q->part[i].row_bytes * (size_t)n;
+}
+
+static tq_status tq_quantize_gpu_locked(const float* w, tq_qtensor* q, const char* what)
+{
+    const int64_t cols = q->cols, chunk = tq_gpu_chunk_rows(cols);
+    const int64_t crow = q->rows < chunk ? q->rows : chunk;
+    TQ_FORWARD(tq_gpu_reserve(TQ_QT_MAX_PARTS, (size_t)crow * (size_t)cols * sizeof(float)));
+    uint8_t* d_parts[TQ_QT_MAX_PARTS] = {0};
+    for (int i = 0; i < q->nparts; i++) {
+        const size_t b = q->part[i].row_bytes ? q->part[i].row_bytes * (size_t)crow : q->part[i].bytes;
+        TQ_FORWARD(tq_gpu_reserve(i, b));
+        d_parts[i] = (uint8_t*)tq_gpu_buf[i];
+    }
+    if (q->rows == 0) return tq_quantize_gpu_dev_rows(NULL, NULL, TQ_F32, q, d_parts, what, 1, 0);
+    for (int64_t r0 = 0; r0 < q->rows; r0 += chunk) {
+        const int64_t n = q->rows - r0 < chunk ? q->rows - r0 : chunk;
+        tq_qtensor v;
+        tq_qtensor_rows_view(&v, q, n);
+        CUDA_CHECK(cudaMemcpy(tq_gpu_buf[TQ_QT_MAX_PARTS], w + (size_t)r0 * (size_t)cols,
+                              (size_t)n * (size_t)cols * sizeof(float), cudaMemcpyHostToDevice));
+        TQ_FORWARD(tq_quantize_gpu_dev_rows(NULL, tq_gpu_buf[TQ_QT_MAX_PARTS], TQ_F32, &v, d_parts, what, 1, r0));
+        for (int i = 0; i < q->nparts; i++) {
+            if (!q->part[i].row_bytes) continue;
+            CUDA_CHECK(cudaMemcpy(q->part[i].data + (size_t)r0 * q->part[i].row_bytes, d_parts[i],
+                                  q->part[i].row_bytes * (size_t)n, cudaMemcpyDeviceToHost));
+        }
+    }
+    return TQ_OK;
+}
+
+extern "C" tq_status tq_quantize_gpu(const float* w, tq_qtensor* q, const char* what)
+{
+    if (!what) what = "(unnamed tensor)";
+    if (!q || (!w && q->rows > 0)) return tq_fail(TQ_ERR_ARG, "tq_quantize_gpu: NULL argument");
+    if (!tq_gpu_available()) return tq_fail(TQ_ERR_NOGPU, "quantize %s on GPU: no CUDA device", what);
+    for (int i = 0; i < q->nparts; i++)
+        if (!q->part[i].data && q->part[i].bytes)
+            return tq_fail(TQ_ERR_ARG, "tensor %s: part '%s' has no data (allocate with tq_qtensor_alloc)", what,
+                           q->part[i].name);
+    pthread_mutex_lock(&tq_gpu_mu);
+    tq_status rc = tq_quantize_gpu_locked(w, q, what);
+    pthread_mutex_unlock(&tq_gpu_mu);
+    return rc;
+}
+
+static tq_status tq_dequantize_gpu_locked(const tq_qtensor* q, void* out, tq_dtype otype)
+{
+    const int64_t cols = q->cols, chunk = tq_gpu_chunk_rows(cols);
+    const int64_t crow = q->rows < chunk ? q->rows : chunk;
+    const size_t es = otype == TQ_BF16 ? 2 : 4;
+    TQ_FORWARD(tq_gpu_reserve(TQ_QT_MAX_PARTS, (size_t)crow * (size_t)cols * es));
+    uint8_t* d_parts[TQ_QT_MAX_PARTS] = {0};
+    for (int i = 0; i < q->nparts; i++) {
+        const size_t b = q->part[i].row_bytes ? q->part[i].row_bytes * (size_t)crow : q->part[i].bytes;
+        TQ_FORWARD(tq_gpu_reserve(i, b));
+        d_parts[i] = (uint8_t*)tq_gpu_buf[i];
+        if (!q->part[i].row_bytes && q->part[i].bytes)
+            CUDA_CHECK(cudaMemcpy(d_parts[i], q->part[i].data, q->part[i].bytes, cudaMemcpyHostToDevice));
+    }
+    for (int64_t r0 = 0; r0 < q->rows; r0 += chunk) {
+        const int64_t n = q->rows - r0 < chunk ? q->rows - r0 : chunk;
+        tq_qtensor v;
+        tq_qtensor_rows_view(&v, q, n);
+        for (int i = 0; i < q->nparts; i++) {
+            if (!q->part[i].row_bytes) continue;
+            CUDA_CHECK(cudaMemcpy(d_parts[i], q->part[i].data + (size_t)r0 * q->part[i].row_bytes,
+                                  q->part[i].row_bytes * (size_t)n, cudaMemcpyHostToDevice));
+        }
+        tq_status rc = tq_dequantize_gpu_dev(NULL, &v, d_parts, 0, n, tq_gpu_buf[TQ_QT_MAX_PARTS], otype, 1);
+        if (rc != TQ_OK) return rc;
+        CUDA_CHECK(cudaMemcpy((uint8_t*)out + (size_t)r0 * (size_t)cols * es, tq_gpu_buf[TQ_QT_MAX_PARTS],
+                              (size_t)n * (size_t)cols * es, cudaMemcpyDeviceToHost));
+    }
+    return TQ_OK;
+}
+
+static tq_status tq_dequantize_gpu_any(const tq_qtensor* q, void* out, tq_dtype otype)
+{
+    if (!q || (!out && q->rows > 0)) return tq_fail(TQ_ERR_ARG, "tq_dequantize_gpu: NULL argument");
+    if (!tq_gpu_available()) return tq_fail(TQ_ERR_NOGPU, "dequantize on GPU: no CUDA device");
+    for (int i = 0; i < q->nparts; i++)
+        if (!q->part[i].data && q->part[i].bytes)
+            return tq_fail(TQ_ERR_ARG, "dequantize: part '%s' has no data", q->part[i].name);
+    if (q->rows == 0) return TQ_OK;
+    pthread_mutex_lock(&tq_gpu_mu);
+    tq_status rc = tq_dequantize_gpu_locked(q, out, otype);
+    pthread_mutex_unlock(&tq_gpu_mu);
+    return rc;
+}
+
+extern "C" tq_status tq_dequantize_gpu(const tq_qtensor* q, float* out)
+{
+    return tq_dequantize_gpu_any(q, out, TQ_F32);
+}
+
+extern "C" tq_status tq_dequantize_bf16_gpu(const tq_qtensor* q, uint16_t* out)
+{
+    return tq_dequantize_gpu_any(q, out, TQ_BF16);
+}
