@@ -33,6 +33,7 @@
 #include "hash.h"   /* defines: tq_xxh_*, tq_xxh_hex */
 
 #define TQ_CHUNK_TARGET ((size_t)1 << 20) /* bytes per chunk when the zstd filter is on */
+#define TQ_MIN_COMPRESS ((size_t)4096)     /* smaller parts (codebooks, tiny norms) stay uncompressed */
 
 // ------------------------------------------------------------------------------------------------
 // small HDF5 helpers (attributes)
@@ -557,7 +558,8 @@ static tq_status tq_write_part(tq_shard_writer* w, hid_t grp, const tq_codec* co
     dcpl = H5Pcreate(H5P_DATASET_CREATE);
     TQ_GOTO_IF(sp < 0 || dcpl < 0 || H5Pset_obj_track_times(dcpl, 0) < 0, TQ_ERR_HDF5, out);
     TQ_GOTO_IF(H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0, TQ_ERR_HDF5, out);
-    if (w->level > 0 && p->bytes > 0) {
+    const int zstd = w->level > 0 && p->bytes >= TQ_MIN_COMPRESS;
+    if (zstd) {
         unsigned cd = (unsigned)w->level;
         TQ_GOTO_IF(H5Pset_chunk(dcpl, ndim, chunk) < 0, TQ_ERR_HDF5, out);
         TQ_GOTO_IF(H5Pset_filter(dcpl, TQ_H5Z_ZSTD, H5Z_FLAG_OPTIONAL, 1, &cd) < 0, TQ_ERR_HDF5, out);
@@ -566,7 +568,7 @@ static tq_status tq_write_part(tq_shard_writer* w, hid_t grp, const tq_codec* co
     }
     ds = H5Dcreate2(grp, p->name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     TQ_GOTO_IF(ds < 0, TQ_ERR_HDF5, out);
-    if (p->bytes > 0 && w->level > 0) {
+    if (zstd) {
         size_t chunk_bytes = (size_t)chunk[0] * (ndim == 2 ? p->row_bytes : (size_t)es);
         size_t stride = (size_t)chunk[0]; /* chunk step along dim 0 */
         rc = tq_write_chunks(w, ds, ndim, p->data, p->bytes, chunk_bytes, stride, tname, p->name);

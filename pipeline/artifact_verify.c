@@ -191,6 +191,22 @@ tq_status tq_artifact_verify(const char* dir, const char* plan_text, int worker,
                                     (uint64_t)st.st_size < want ? "truncated" : "modified"));
             continue;
         }
+        /* whole file first: one sequential read (which also warms the page cache for the tensor reads);
+         * catches changes outside tensor data too (HDF5 metadata, attributes, slack). Reported after the
+         * tensor checks so the first error names a tensor when one is damaged. */
+        uint64_t got = 0;
+        tq_status fr = fh ? tq_artifact_file_xxh3(path, &got) : TQ_OK;
+        char fmsg[2048] = "";
+        tq_status fbad = TQ_OK;
+        if (fr != TQ_OK) {
+            fbad = fr;
+            snprintf(fmsg, sizeof fmsg, "%s", tq_last_error());
+        } else if (fh && got != fh) {
+            fbad = tq_fail(TQ_ERR_CORRUPT, "shard %s: file checksum mismatch (XXH3 %016llx, index records %016llx): "
+                                    "the file was modified (outside the tensor data if no tensor error is reported)",
+                                    path, (unsigned long long)got, (unsigned long long)fh);
+            snprintf(fmsg, sizeof fmsg, "%s", tq_last_error());
+        }
         report->shards_checked++;
         if (!tq_verify_shard_set(&v, a, k, path)) continue;
         int64_t count = 0;
@@ -211,15 +227,7 @@ tq_status tq_artifact_verify(const char* dir, const char* plan_text, int worker,
         if (count != nt)
             tq_vproblem(&v, tq_fail(TQ_ERR_FORMAT, "index: shard %s should hold %lld tensors, the tensor list puts %lld in it",
                                     path, (long long)nt, (long long)count));
-        /* whole file: catches changes outside tensor data too (HDF5 metadata, attributes, slack) */
-        uint64_t got = 0;
-        tq_status r = fh ? tq_artifact_file_xxh3(path, &got) : TQ_OK;
-        if (r != TQ_OK)
-            tq_vproblem(&v, r);
-        else if (fh && got != fh)
-            tq_vproblem(&v, tq_fail(TQ_ERR_CORRUPT, "shard %s: file checksum mismatch (XXH3 %016llx, index records %016llx): "
-                                    "the file was modified (outside the tensor data if no tensor error is reported)",
-                                    path, (unsigned long long)got, (unsigned long long)fh));
+        if (fbad != TQ_OK) tq_vproblem(&v, tq_fail(fbad, "%s", fmsg));
     }
     tq_artifact_close(&a);
     if (v.first != TQ_OK) tq_fail(v.first, "%s", v.first_msg);

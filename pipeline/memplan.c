@@ -114,6 +114,14 @@ tq_status tq_memplan_read_plan(const tq_arch* a, const char* path, tq_codec* cod
             } else {
                 int64_t idx = t - a->tensors;
                 tq_codec c;
+                char* lab = strstr(codec, ":g"); /* allocate.h label form "rtn4:g64" */
+                if (lab) {
+                    char* end = NULL;
+                    long g = strtol(lab + 2, &end, 10);
+                    if (end && !*end && g > 0 && g < 65536 && (k < 3 || g == group)) group = (int)g;
+                    else group = -1; /* rejected by tq_codec_parse */
+                    *lab = 0;
+                }
                 if (tq_codec_parse(codec, group, &c) != TQ_OK) {
                     char msg[400];
                     snprintf(msg, sizeof msg, "%s", tq_last_error());

@@ -52,9 +52,10 @@ typedef struct {
  * TQ_WSPEC_PLAN reads the plan file (see tq_memplan_read_plan). */
 tq_status tq_memplan_weights(const tq_arch* a, const tq_wspec* w, tq_dtype other, tq_wbytes* out);
 
-/* Plan file (until issue 7 fixes the allocation plan format): text, one tensor per line
- *     <tensor name> <codec> [group]
- * '#' starts a comment; blank lines are skipped; the codec is any kernels/codec.h name. The same
+/* Plan file: the plan.txt of `tqpipe allocate` (pipeline/allocate.h), one tensor per line
+ *     <tensor name> <codec label> [group]
+ * '#' starts a comment; blank lines are skipped; the codec label is a kernels/codec.h name with an
+ * optional ":g<G>" group suffix ("rtn4:g64"; default group 128), or a name plus a group column. The same
  * format is read from RUN/plan.txt when given a run directory. Unknown tensor names, unknown codecs and
  * duplicate lines are errors naming the file and line. codecs[i] receives the codec of a->tensors[i]
  * (kind TQ_CODEC_INVALID when the plan does not list it). */

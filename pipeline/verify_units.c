@@ -39,6 +39,7 @@ TQ_SCAN_CLONES static int64_t special16(const uint16_t* h, size_t n, uint16_t ma
         size_t m = n - i < 32768 ? n - i : 32768;
         uint16_t cnt = 0;
         const uint16_t* p = h + i;
+#pragma GCC unroll 8
         for (size_t j = 0; j < m; j++) cnt = (uint16_t)(cnt + ((p[j] & mask) == mask));
         total += cnt;
         i += m;

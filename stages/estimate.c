@@ -42,7 +42,7 @@ static void est_help(FILE* f)
             "                model's max_position_embeddings\n"
             "  --batch B     sequences (default 1); KV and recurrent state scale with it\n"
             "  --plan RUN    allocation plan: RUN/plan.txt (or a file): lines '<tensor> <codec> [group]';\n"
-            "                tensors it does not list keep --other-dtype\n"
+            "                tensors it does not list keep --other-dtype (format: tqpipe allocate's plan.txt)\n"
             "  --group G     codec group size 64, 128 (default) or 256\n"
             "  --other-dtype dtype of tensors a codec does not cover (default bf16)\n"
             "  --state-dtype dtype of the linear-attention recurrent state (default f32, as llama.cpp)\n"

@@ -4,9 +4,10 @@
  * kill, exit, abort). Then the ranks agree on the result; each prints one line
  *   RESULT rank=<r> status=<code> error=<message>
  * and exits 0 on success, 1 on an agreed failure.
- * usage: rt_fault_prog UNITS MS K */
+ * usage: rt_fault_prog UNITS MS K [nopoll] */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "rt.h"
@@ -22,6 +23,7 @@ int main(int argc, char** argv)
     int units = argc > 1 ? atoi(argv[1]) : 100;
     int ms = argc > 2 ? atoi(argv[2]) : 10;
     int k = argc > 3 ? atoi(argv[3]) : 5;
+    int poll = !(argc > 4 && !strcmp(argv[4], "nopoll")); /* nopoll: busy ranks never look for failures */
     tq_progress* p = tq_progress_start(&rt, "processed", 1e6 * units * rt.size, "B", 0.2);
     tq_status local = TQ_OK;
     for (int i = 0; i < units; i++) {
@@ -31,7 +33,7 @@ int main(int argc, char** argv)
             local = tq_rt_fault_point(&rt, where);
             if (local != TQ_OK) break;
         }
-        if (tq_rt_peer_failed(&rt)) break;
+        if (poll && tq_rt_peer_failed(&rt)) break;
         struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         tq_progress_update(p, 1e6 * (i + 1));

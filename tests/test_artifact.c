@@ -288,7 +288,13 @@ static void test_roundtrip(const char* root, int level)
           "verify split over 2 workers");
     /* h5dump -H lists the file */
     char cmd[8400], sp[4200];
-    shard_path(sp, sizeof sp, dir, 0, ns);
+    int big_shard = 0; /* the shard of the one tensor large enough to be compressed */
+    if (tq_artifact_open(dir, &a) == TQ_OK) {
+        const tq_artifact_tensor* bt = tq_artifact_find(a, "model.layers.0.mlp.big_proj.weight");
+        if (bt) big_shard = bt->shard;
+        tq_artifact_close(&a);
+    }
+    shard_path(sp, sizeof sp, dir, big_shard, ns);
     snprintf(cmd, sizeof cmd, "h5dump -H -p '%s' > '%s/h5dump.txt' 2>&1", sp, root);
     if (run("command -v h5dump >/dev/null 2>&1") == 0) {
         CHECK(run(cmd) == 0, "h5dump -H exit status");
@@ -494,11 +500,21 @@ static void test_damage(const char* root)
     char good3[4096];
     snprintf(good3, sizeof good3, "%s/rt3", root);
     clone(good3, bad);
-    shard_path(sp, sizeof sp, bad, vshard, ns);
-    off = data_offset(sp, victim, specs[3].codec.kind >= TQ_CODEC_FP16 ? "values" : "codes");
-    CHECK(off > 0, "chunk offset");
-    flip_byte(sp, off);
-    expect_fail(bad, NULL, TQ_ERR_CORRUPT, victim, NULL, "flipped compressed byte");
+    {
+        const char* big = "model.layers.0.mlp.big_proj.weight"; /* the compressed one */
+        int bshard = -1;
+        if (tq_artifact_open(bad, &a) == TQ_OK) {
+            const tq_artifact_tensor* bt = tq_artifact_find(a, big);
+            bshard = bt ? bt->shard : -1;
+            tq_artifact_close(&a);
+        }
+        CHECK(bshard >= 0, "big tensor shard");
+        shard_path(sp, sizeof sp, bad, bshard < 0 ? 0 : bshard, ns);
+        off = data_offset(sp, big, "codes");
+        CHECK(off > 0, "chunk offset");
+        flip_byte(sp, off);
+        expect_fail(bad, NULL, TQ_ERR_CORRUPT, big, NULL, "flipped compressed byte");
+    }
 
     /* 8. shard renamed onto another's name: wrong shard number */
     clone(good, bad);

@@ -149,7 +149,8 @@ static void test_codecs_and_plan(void)
     char path[256];
     snprintf(path, sizeof path, "%s/plan.txt", dir);
     const char* plan = "# allocation plan\n\nmodel.embed_tokens.weight int8\n"
-                       "model.layers.1.mlp.experts.0.down_proj.weight   tq2  64  # comment\n"
+                       "model.layers.1.mlp.experts.0.down_proj.weight   tq2:g64  # bytes=1 omega=2 role=x\n"
+                       "model.layers.2.mlp.experts.1.up_proj.weight tq3 256\n"
                        "mtp.fc.weight bf16\n";
     tq_write_file_atomic(path, plan, strlen(plan));
     w.kind = TQ_WSPEC_PLAN;
@@ -158,10 +159,16 @@ static void test_codecs_and_plan(void)
     tq_codec i8, t2;
     tq_codec_parse("int8", 0, &i8);
     tq_codec_parse("tq2", 64, &t2);
-    double want = bf.total - 2.0 * 512 * 64 - 2.0 * 64 * 32 + (double)tq_codec_bytes(&i8, 512, 64) +
-                  (double)tq_codec_bytes(&t2, 64, 32);
-    CHECK(fabs(b.total - want) < 1e-6 && b.n_coded == 2 && b.n_plan_unlisted == a->n_tensors - 2, "plan bytes %.0f vs %.0f",
+    tq_codec t3;
+    tq_codec_parse("tq3", 256, &t3);
+    double want = bf.total - 2.0 * 512 * 64 - 2.0 * 64 * 32 - 2.0 * 32 * 64 + (double)tq_codec_bytes(&i8, 512, 64) +
+                  (double)tq_codec_bytes(&t2, 64, 32) + (double)tq_codec_bytes(&t3, 32, 64);
+    CHECK(fabs(b.total - want) < 1e-6 && b.n_coded == 3 && b.n_plan_unlisted == a->n_tensors - 3, "plan bytes %.0f vs %.0f",
           b.total, want);
+    const char* bad0 = "model.norm.weight tq4:gx\n";
+    tq_write_file_atomic(path, bad0, strlen(bad0));
+    CHECK(tq_memplan_weights(a, &w, TQ_BF16, &b) == TQ_ERR_FORMAT && strstr(tq_last_error(), "plan.txt:1"),
+          "bad group label: %s", tq_last_error());
     const char* bad1 = "model.layers.9.mlp.gate.weight tq4\n";
     tq_write_file_atomic(path, bad1, strlen(bad1));
     CHECK(tq_memplan_weights(a, &w, TQ_BF16, &b) == TQ_ERR_FORMAT && strstr(tq_last_error(), "plan.txt:1") &&

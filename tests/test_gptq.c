@@ -2,7 +2,7 @@
  * read with pipeline/llama2c.h). H comes from CORRELATED SYNTHETIC activations (a shared random
  * mixing of Gaussian sources plus a few large channels, 4096 rows per layer input), not from the
  * forward pass. Checks:
- *  - for rtn4, rtn3, tq4, tq3, tq2 (and rtn2, int8, bin1 reported): summed over the 35 linear layers,
+ *  - for rtn4, rtn3, tq4, tq3, tq2, rtn4:g64, tq3:g256 (rtn2, int8, bin1 reported): over the 35 layers,
  *    Ω = tr(ΔW·H·ΔWᵀ) after GPTQ is below plain quantization, and below it on most layers; the GPTQ
  *    output is in the codec's own bytes (Ω is measured after tq_dequantize_ref);
  *  - act-order also reduces Ω;
@@ -89,10 +89,10 @@ int main(void)
     const tq_l2c_config* cfg = tq_l2c_cfg(m);
     const tq_l2c_layout* lay = tq_l2c_lay(m);
     const tq_l2c_block blocks[7] = {TQ_L2C_WQ, TQ_L2C_WK, TQ_L2C_WV, TQ_L2C_WO, TQ_L2C_W1, TQ_L2C_W2, TQ_L2C_W3};
-    const char* codecs[8] = {"rtn4", "rtn3", "tq4", "tq3", "tq2", "rtn2", "int8", "bin1"};
-    const int n_main = 5, n_codecs = 8;
-    double plain[8] = {0}, gq[8] = {0}, gqa[8] = {0};
-    int better[8] = {0}, n_layers_total = 0;
+    const char* codecs[10] = {"rtn4", "rtn3", "tq4", "tq3", "tq2", "rtn4:g64", "tq3:g256", "rtn2", "int8", "bin1"};
+    const int n_main = 7, n_codecs = 10;
+    double plain[10] = {0}, gq[10] = {0}, gqa[10] = {0};
+    int better[10] = {0}, n_layers_total = 0;
     tq_gptq_opts go, goa;
     tq_gptq_opts_default(&go);
     tq_gptq_opts_default(&goa);
@@ -116,7 +116,7 @@ int main(void)
             n_layers_total++;
             for (int c = 0; c < n_codecs; c++) {
                 tq_codec cc;
-                CHECK(tq_codec_parse(codecs[c], 0, &cc) == TQ_OK, "codec");
+                CHECK(tq_codec_label_parse(codecs[c], &cc) == TQ_OK, "codec");
                 uint64_t seed = 0x1234 + (uint64_t)l * 7 + (uint64_t)b;
                 double o0 = 0, o1 = 0, o2 = 0;
                 uint64_t by0 = 0, by1 = 0;
@@ -140,10 +140,10 @@ int main(void)
     }
     printf("GPTQ vs plain quantization on stories260K (%d linear layers, H from correlated synthetic activations)\n",
            n_layers_total);
-    printf("%-6s %14s %14s %10s %14s %10s %s\n", "codec", "omega plain", "omega GPTQ", "reduction", "GPTQ+actord",
+    printf("%-8s %14s %14s %10s %14s %10s %s\n", "codec", "omega plain", "omega GPTQ", "reduction", "GPTQ+actord",
            "reduction", "layers improved");
     for (int c = 0; c < n_codecs; c++) {
-        printf("%-6s %14.6e %14.6e %9.1f%% %14.6e %9.1f%% %d/%d\n", codecs[c], plain[c], gq[c],
+        printf("%-8s %14.6e %14.6e %9.1f%% %14.6e %9.1f%% %d/%d\n", codecs[c], plain[c], gq[c],
                100.0 * (1 - gq[c] / plain[c]), gqa[c], 100.0 * (1 - gqa[c] / plain[c]), better[c], n_layers_total);
         if (c < n_main) {
             CHECK(gq[c] < 0.9 * plain[c], "%s: GPTQ omega %.6e not below plain %.6e", codecs[c], gq[c], plain[c]);

@@ -6,6 +6,7 @@
 #   kill:R   rank R is SIGKILLed            -> mpirun tears the job down, exits non-zero
 #   exit:R   rank R _exit(3)s without MPI_Finalize -> same
 #   abort:R  rank R calls tq_rt_abort       -> MPI_Abort, exit code = the status (80)
+#   fail:1 while the other rank never polls -> the failing rank aborts after TQ_AGREE_TIMEOUT
 # Also checks the progress lines of a clean run (rate, ETA, final 100% line).
 # The job would take 20 s without faults; each faulty run must end in under 12 s (timeout 60).
 # usage: test_rt_fault.sh PATH/rt_fault_prog [MPIRUN]
@@ -18,11 +19,11 @@ trap 'rm -rf "$tmp"' EXIT
 fails=0
 fail() { echo "FAILED: $*"; fails=$((fails + 1)); }
 
-run() { # np fault units ms k -> sets rc, secs; output in $tmp/out, $tmp/err
+run() { # np fault units ms k [nopoll] -> sets rc, secs; output in $tmp/out, $tmp/err
     local np=$1 fault=$2 units=$3 ms=$4 k=$5 t0 t1
     t0=$(date +%s.%N)
-    TQ_FAULT_RT=$fault TQ_AGREE_TIMEOUT=30 timeout 60 "$mpirun" --allow-run-as-root --oversubscribe \
-        --mca btl_vader_single_copy_mechanism none -np "$np" "$prog" "$units" "$ms" "$k" >"$tmp/out" 2>"$tmp/err"
+    TQ_FAULT_RT=$fault TQ_AGREE_TIMEOUT=${AGREE_TIMEOUT:-30} timeout 60 "$mpirun" --allow-run-as-root --oversubscribe \
+        --mca btl_vader_single_copy_mechanism none -np "$np" "$prog" "$units" "$ms" "$k" ${6:-} >"$tmp/out" 2>"$tmp/err"
     rc=$?
     t1=$(date +%s.%N)
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
@@ -62,6 +63,14 @@ for np in 2 4; do
     [ "$rc" = 80 ] || fail "np=$np abort:1: exit $rc, expected 80 (TQ_ERR_INJECTED)"
     grep -q 'ERROR .*aborting the job (injected fault): injected abort at unit 5' "$tmp/err" || fail "np=$np abort: no log line"
 done
+
+# A rank fails while the others are busy and never poll for failures (20 s of work): the failing rank
+# gives up waiting for the agreement after TQ_AGREE_TIMEOUT=2 s and aborts the job.
+AGREE_TIMEOUT=2 run 2 fail:1 2000 10 5 nopoll
+[ "$rc" != 0 ] || fail "agree timeout: mpirun exit 0"
+awk -v s="$secs" 'BEGIN { exit !(s < 12) }' || fail "agree timeout took $secs s"
+grep -q 'did not join the error agreement within 2 s' "$tmp/err" || fail "agree timeout: no abort message"
+echo "np=2 fail:1 nopoll, TQ_AGREE_TIMEOUT=2: exit $rc, ${secs} s"
 
 if [ "$fails" != 0 ]; then
     echo "test_rt_fault: $fails failure(s)"
