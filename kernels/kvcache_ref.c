@@ -671,8 +671,7 @@ tq_status tq_kv_dequant(const tq_kv_cache* c, int layer, int which, int head, in
 
 tq_status tq_kv_score(const tq_kv_cache* c, int layer, int head, const float* q, int pos, float* score)
 {
-    /* one query against one key through tq_kv_attend's scoring path: run attention with a single
-     * position visible is not possible for arbitrary pos, so score directly with the same arithmetic */
+    /* the arithmetic of tq_kv_attend's scoring (rotated query against centroids, QJL term), for one key */
     TQ_RETURN_IF(layer < 0 || layer >= c->cfg.n_layers || head < 0 || head >= c->cfg.n_kv_heads || pos < 0 ||
                      pos >= c->len[layer],
                  TQ_ERR_ARG, "KV cache: no key at layer %d head %d position %d", layer, head, pos);

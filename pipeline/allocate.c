@@ -308,7 +308,7 @@ tq_status tq_mckp_solve(const tq_mckp* p, uint64_t budget, const tq_mckp_opts* o
         bb.best = malloc((size_t)k * sizeof(int64_t));
         TQ_GOTO_FAIL(!bb.it || !bb.item_of || !bb.seg || !bb.suf_bytes || !bb.suf_omega || !bb.cur || !bb.best,
                      TQ_ERR_NOMEM, out, "allocate: out of memory (core %lld)", (long long)k);
-        /* search order: items with the most options (largest spread) first */
+        /* search order: the most uncertain items (hull slopes closest to lambda) first */
         for (int64_t d = 0; d < k; d++) {
             bb.item_of[d] = rk[d].item;
             bb.it[d] = &it[rk[d].item];

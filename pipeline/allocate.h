@@ -15,7 +15,8 @@
  *      fixed at the greedy choice. When the core is every tensor and the search finishes within its
  *      node limit the result is proven optimal; in any case the gap to the LP bound is reported.
  * Rules fix a codec for some tensors: by role name ("norm f32") or by tensor-name glob
- * ("model.layers.*.mlp.down_proj.weight rtn8").
+ * ("model.layers.*.mlp.down_proj.weight rtn8"). A rule codec the table does not list for a tensor is
+ * counted with its exact bytes (tq_codec_bytes) and Ω = 0 (unmeasured).
  *
  * Plan file (plan.txt): human-readable and editable.
  *

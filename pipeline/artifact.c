@@ -7,11 +7,14 @@
  *   /tensors/<tensor name>    group, attrs: codec, group_size, bits, rbits, seed (hex), rows, cols,
  *                                    role, orig_dtype, orig_shape, nbytes, checksum (hex XXH3-64),
  *                                    checksum_algo
- *   /tensors/<name>/<part>    dataset per packed part ("codes", "norms", ...): little-endian unsigned
- *                             words of the part's elem_size (u8/u16/u32), shape [rows, row_bytes/elem]
- *                             for per-row parts, [bytes/elem] for per-tensor parts. Contiguous when
- *                             zstd_level == 0, else chunked (~1 MiB, whole rows) with filter 32015.
- * Index (JSON, written atomically, see tq_artifact_write_index for the keys). */
+ *   /tensors/<name>/<part>    dataset per packed part ("codes", "norms", ...): u8 codes, IEEE fp16
+ *                             norms/scales/mins, u16 bf16 values, fp32 codebooks (tq_part_type), shape
+ *                             [rows, row_bytes/elem] for per-row parts, [bytes/elem] for per-tensor
+ *                             parts. Contiguous when zstd_level == 0 or the part is < 4 KiB, else
+ *                             chunked (~1 MiB of whole rows) with filter 32015, chunks compressed in
+ *                             parallel and stored with H5Dwrite_chunk.
+ * Index (JSON, written atomically, see tq_artifact_write_index for the keys); per-shard whole-file
+ * XXH3 via a "<shard>.xxh3" sidecar left by the writer. Full spec with ASCII layout: docs/FORMAT.md. */
 #include "artifact.h"
 
 #include <errno.h>

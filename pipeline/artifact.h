@@ -25,7 +25,10 @@
  *         for each tensor i with shard_of[i] == k (in name order): tq_shard_add(w, &desc, &q, NULL);
  *         tq_shard_commit(&w);          // on error: tq_shard_abort(&w)
  *     barrier; rank 0: tq_artifact_write_index(dir, nshards, &meta);
- * All functions are LOCAL (no MPI); errors carry a tq_last_error() message naming file and tensor. */
+ * All functions are LOCAL (no MPI); errors carry a tq_last_error() message naming file and tensor.
+ * One writer / one tq_artifact per thread (HDF5 is not thread-safe); zstd chunks are compressed and
+ * decompressed by internal worker threads (TQ_ARTIFACT_THREADS, default: online CPUs, at most 16) that
+ * never call HDF5. */
 #ifndef TQ_ARTIFACT_H
 #define TQ_ARTIFACT_H
 

@@ -14,8 +14,8 @@
 #include "stage_fmt.h" /* defines: tq_fmt */
 
 static struct {
-    int armed_kill, armed_fail, armed_enospc;
-    long kill_after, fail_after, enospc_after;
+    int armed_kill, armed_fail, armed_enospc, armed_slow;
+    long kill_after, fail_after, enospc_after, slow_ms;
     long units, writes;
 } g;
 
@@ -53,7 +53,8 @@ void tq_fault_begin(const char* stage, int rank)
     g.armed_kill = find_spec("kill", stage, rank, &g.kill_after);
     g.armed_fail = find_spec("fail", stage, rank, &g.fail_after);
     g.armed_enospc = find_spec("enospc", stage, rank, &g.enospc_after);
-    if (g.armed_kill || g.armed_fail || g.armed_enospc)
+    g.armed_slow = find_spec("slow", stage, -1, &g.slow_ms);
+    if (g.armed_kill || g.armed_fail || g.armed_enospc || g.armed_slow)
         TQ_LOG(TQ_LOG_WARN, "TQ_FAULT=%s armed for stage %s on this rank (test-only fault injection)", getenv("TQ_FAULT"),
                stage);
 }
@@ -61,6 +62,7 @@ void tq_fault_begin(const char* stage, int rank)
 tq_status tq_fault_unit_done(void)
 {
     g.units++;
+    if (g.armed_slow && g.slow_ms > 0) usleep((useconds_t)g.slow_ms * 1000);
     if (g.armed_kill && g.units >= g.kill_after) {
         TQ_LOG(TQ_LOG_WARN, "TQ_FAULT: SIGKILL after %ld units", g.units);
         raise(SIGKILL);

@@ -5,6 +5,7 @@
  *     fail:STAGE:K[:RANK]     the stage returns TQ_ERR_INJECTED on that rank after K units (clean error)
  *     enospc:STAGE:K[:RANK]   from the (K+1)-th durable write of STAGE on, writes fail with ENOSPC
  *                             (an injected "disk full", for machines where no small tmpfs can be mounted)
+ *     slow:STAGE:MS           every rank sleeps MS ms after each unit (to requeue / kill a stage mid-way)
  *     corrupt:STAGE:UNIT      when STAGE ends, flip one byte in the stored output of unit index UNIT
  *                             (the checksum must catch it later and the unit must be redone)
  *

@@ -3,6 +3,7 @@
  * unit counters; everything else goes through tq_rt_agree. */
 #include "stage.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
@@ -110,6 +111,22 @@ tq_status tq_run_create(const tq_rt* rt, const char* job_path, const char* run_d
             json_t* j = json_pack("{s:s,s:i,s:s,s:s,s:s,s:s,s:s}", "format", TQ_RUN_FORMAT, "version", TQ_RUN_VERSION,
                                   "job_path", run->job.job_path, "launch_dir", run->job.launch_dir, "run_dir", run->dir,
                                   "output", run->job.output, "tqpipe", TQ_VERSION);
+            /* the ${VARS} the job text uses, as they are now: reopening the run (stage, status, resume
+             * from another shell or a batch job) resolves the same paths */
+            json_t* env = json_object();
+            for (const char* q = run->job_text; (q = strstr(q, "${")) != NULL; q += 2) {
+                char name[128];
+                size_t k = 0;
+                while (k + 1 < sizeof name && (isalnum((unsigned char)q[2 + k]) || q[2 + k] == '_')) {
+                    name[k] = q[2 + k];
+                    k++;
+                }
+                name[k] = '\0';
+                const char* v = k ? getenv(name) : NULL;
+                if (v) json_object_set_new(env, name, json_string(v));
+            }
+            if (j) json_object_set_new(j, "env", env);
+            else json_decref(env);
             char* s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
             tq_fmt(p, sizeof p, "%s/run.json", run->dir);
             rc = s ? tq_write_file_atomic(p, s, strlen(s)) : tq_fail(TQ_ERR_NOMEM, "out of memory");
@@ -146,6 +163,14 @@ tq_status tq_run_open(const char* run_dir, tq_run* run)
     }
     tq_fmt(p, sizeof p, "%s/job.yaml", run_dir);
     TQ_CHECK_GOTO(tq_read_file(p, &run->job_text, NULL), out);
+    {
+        const char* k;
+        json_t* v;
+        json_object_foreach(json_object_get(j, "env"), k, v)
+        {
+            if (json_is_string(v)) setenv(k, json_string_value(v), 0);
+        }
+    }
     {
         char* real = realpath(run_dir, NULL);
         rc = tq_job_parse(run->job_text, job_path, launch, real ? real : run_dir, &run->job);

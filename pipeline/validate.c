@@ -360,6 +360,8 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
                     rc = tq_fail(TQ_ERR_NUMERIC, "eval: non-finite metric in window %d (tokens %lld..): NaN/Inf logits", w,
                                  (long long)wb[w]);
         }
+        if (rc != TQ_OK && layers_mode && rt->size > 1) /* neighbours wait in point-to-point calls: stop the job */
+            tq_rt_abort(rc, "eval: rank %d failed in window %d: %s", rt->rank, w, tq_last_error());
         done_w += 1;
         if (prog) tq_progress_update(prog, done_w);
     }

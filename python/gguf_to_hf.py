@@ -61,11 +61,49 @@ def field(reader, key, default=None):
     return v.tolist()[0] if hasattr(v, "tolist") else v
 
 
+def f32(x):
+    # GGUF stores floats as float32: print the shortest decimal that rounds to it (1e-05, not 9.99e-06)
+    return float(str(np.float32(x)))
+
+
 def strings(reader, key):
     f = reader.fields.get(key)
     if f is None:
         return None
     return [bytes(f.parts[i]).decode("utf-8", errors="replace") for i in f.data]
+
+
+def write_tokenizer(r, out, toks, merges, cfg):
+    """tokenizer.json for the `tokenizers` package: GPT-2 byte-level BPE with the GGUF's tokens and merges;
+    tokens of type CONTROL (3) become special added tokens. llama.cpp's 'smollm' pre-tokenizer splits
+    digits one by one before the GPT-2 regex, as SmolLM2's own tokenizer.json does."""
+    f = r.fields.get("tokenizer.ggml.token_type")
+    types = [int(f.parts[i][0]) for i in f.data] if f is not None else [1] * len(toks)
+    added = [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": True} for i, (t, ty) in enumerate(zip(toks, types)) if ty == 3]
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    pre = field(r, "tokenizer.ggml.pre", "default")
+    pre_tok = byte_level
+    if pre in ("smollm", "starcoder", "refact", "codeshell"):
+        pre_tok = {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level]}
+    elif pre != "default" and pre != "gpt-2":
+        print("gguf_to_hf.py: pre-tokenizer %r is not known here: using plain GPT-2 byte-level splitting" % pre)
+    tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+          "pre_tokenizer": pre_tok, "post_processor": None,
+          "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+          "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
+                    "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                    "vocab": {t: i for i, t in enumerate(toks)}, "merges": merges}}
+    with open(os.path.join(out, "tokenizer.json"), "w") as fh:
+        json.dump(tj, fh)
+    name = lambda k: toks[cfg[k]] if 0 <= cfg.get(k, -1) < len(toks) else None
+    tc = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name("bos_token_id"),
+          "eos_token": name("eos_token_id"), "add_bos_token": False, "model_max_length": cfg["max_position_embeddings"]}
+    tmpl = field(r, "tokenizer.chat_template")
+    if tmpl:
+        tc["chat_template"] = tmpl
+    with open(os.path.join(out, "tokenizer_config.json"), "w") as fh:
+        json.dump(tc, fh, indent=2)
 
 
 def main():
@@ -84,11 +122,12 @@ def main():
     g = lambda k, d=None: field(r, "llama." + k, d)
     n_head, n_kv = int(g("attention.head_count")), int(g("attention.head_count_kv"))
     hidden, n_layers = int(g("embedding_length")), int(g("block_count"))
-    tensors = {}
+    tensors, qtypes = {}, set()
     names = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
              "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
              "ffn_down": "mlp.down_proj", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
     for t in r.tensors:
+        qtypes.add(t.tensor_type.name)
         w = dequantize(t.data, t.tensor_type).astype(np.float32)
         shape = [int(x) for x in reversed(t.shape.tolist())]  # GGUF lists ne0 (columns) first
         w = w.reshape(shape)
@@ -110,6 +149,7 @@ def main():
             print("skipping tensor", n)
             continue
         tensors[hf] = w
+    quant = "/".join(sorted(qtypes))
     vocab = tensors["model.embed_tokens.weight"].shape[0]
     inter = tensors["model.layers.0.mlp.gate_proj.weight"].shape[0]
     tied = "lm_head.weight" not in tensors
@@ -118,12 +158,13 @@ def main():
         "hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": n_layers,
         "num_attention_heads": n_head, "num_key_value_heads": n_kv, "head_dim": hidden // n_head,
         "hidden_act": "silu", "max_position_embeddings": int(g("context_length", 2048)),
-        "rms_norm_eps": float(g("attention.layer_norm_rms_epsilon", 1e-5)),
-        "rope_theta": float(g("rope.freq_base", 10000.0)), "tie_word_embeddings": tied,
+        "rms_norm_eps": f32(g("attention.layer_norm_rms_epsilon", 1e-5)),
+        "rope_theta": f32(g("rope.freq_base", 10000.0)), "tie_word_embeddings": tied,
         "bos_token_id": int(field(r, "tokenizer.ggml.bos_token_id", 1)),
         "eos_token_id": int(field(r, "tokenizer.ggml.eos_token_id", 2)),
         "torch_dtype": "float32" if a.dtype == "f32" else "bfloat16",
-        "_source": "dequantized from %s by python/gguf_to_hf.py" % os.path.basename(a.gguf),
+        "_source": "reference weights = the %s weights of %s dequantized to %s by python/gguf_to_hf.py"
+                   % (quant, os.path.basename(a.gguf), a.dtype),
     }
     os.makedirs(a.out, exist_ok=True)
     write_safetensors(os.path.join(a.out, "model.safetensors"), tensors, a.dtype)
@@ -131,16 +172,13 @@ def main():
         json.dump(cfg, f, indent=2)
     toks, merges = strings(r, "tokenizer.ggml.tokens"), strings(r, "tokenizer.ggml.merges")
     if toks and merges and field(r, "tokenizer.ggml.model") == "gpt2":
-        tj = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
-              "normalizer": None,
-              "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
-              "post_processor": None,
-              "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-              "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                        "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False,
-                        "vocab": {t: i for i, t in enumerate(toks)}, "merges": merges}}
-        with open(os.path.join(a.out, "tokenizer.json"), "w") as f:
-            json.dump(tj, f)
+        write_tokenizer(r, a.out, toks, merges, cfg)
+    with open(os.path.join(a.out, "README.md"), "w") as f:
+        f.write("# %s (converted)\n\nConverted from `%s` by tqpipe's python/gguf_to_hf.py. The GGUF weights are "
+                "quantized (%s); the weights here are those quantized weights dequantized to %s, and they are the "
+                "reference model for every number measured on this folder (not the original bf16 release).\n"
+                "q_proj/k_proj rows are un-permuted back to the Hugging Face rotate_half RoPE convention.\n"
+                % (field(r, "general.name", "model"), os.path.basename(a.gguf), quant, a.dtype))
     print("%s -> %s: %d tensors, %d layers, hidden %d, heads %d/%d, vocab %d, %s" %
           (a.gguf, a.out, len(tensors), n_layers, hidden, n_head, n_kv, vocab, "tied" if tied else "untied"))
 

@@ -26,3 +26,5 @@ tq_add_script_test(artifact_python SCRIPT artifact_py.sh LABELS cpu TIMEOUT 120
 add_executable(artifact_bench bench/artifact_bench.c)
 target_compile_options(artifact_bench PRIVATE ${TQ_C_WARNINGS})
 target_link_libraries(artifact_bench PRIVATE tqcore)
+tq_add_script_test(artifact_enospc SCRIPT artifact_enospc.sh LABELS cpu TIMEOUT 60
+  ARGS $<TARGET_FILE:artifact_fixture>)

@@ -25,6 +25,11 @@ mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism
   "$BIN" verify "$T/art" > "$T/mpi.txt" 2>&1 || { cat "$T/mpi.txt"; fail "verify under mpirun -np 2"; }
 grep -q "verify: OK" "$T/mpi.txt" || fail "mpirun verify printed no OK"
 
+# plan check: a planned tensor that is not in the artifact
+printf 'model.layers.99.mlp.up_proj.weight tq4\n' > "$T/plan.txt"
+"$BIN" verify "$T/art" --plan "$T/plan.txt" > "$T/v.txt" 2>&1; [ $? -eq 1 ] || { cat "$T/v.txt"; fail "plan with a missing tensor"; }
+grep -q "model.layers.99.mlp.up_proj.weight" "$T/v.txt" || { cat "$T/v.txt"; fail "plan: tensor not named"; }
+
 # damage: flipped byte in the largest shard (mostly compressed chunks)
 cp -r "$T/art" "$T/bad"
 big=$(ls -S "$T"/bad/*.tqa.h5 | head -1)
