@@ -171,8 +171,8 @@ __device__ __forceinline__ void tq_store(void* base, int bf16, int64_t off, cons
 #pragma unroll
             for (int c = 0; c < E; c += 4) {
                 uint2 o;
-                o.x = (uint32_t)tq_f32_to_bf16_d(v[c]) | ((uint32_t)tq_f32_to_bf16_d(v[c + 1]) << 16);
-                o.y = (uint32_t)tq_f32_to_bf16_d(v[c + 2]) | ((uint32_t)tq_f32_to_bf16_d(v[c + 3]) << 16);
+                o.x = tq_f32x2_to_bf16x2_d(v[c], v[c + 1]);
+                o.y = tq_f32x2_to_bf16x2_d(v[c + 2], v[c + 3]);
                 *(uint2*)(p + c) = o;
             }
         } else {
@@ -192,7 +192,8 @@ __device__ __forceinline__ void tq_store(void* base, int bf16, int64_t off, cons
 }
 
 /* Unnormalized Walsh-Hadamard transform of a block held as E values per lane on L lanes (element
- * lane*E + e): the reference's butterflies (a, b) -> (a + b, a - b) for h = 1, 2, 4, ... */
+ * lane*E + e): the reference's butterflies (a, b) -> (a + b, a - b) for h = 1, 2, 4, ... Across lanes
+ * the upper partner computes a - b as (-b) + a, the same IEEE result. */
 template <int E>
 __device__ __forceinline__ void tq_fwht_lanes(float (&v)[E], int lane, int L)
 {
@@ -206,27 +207,22 @@ __device__ __forceinline__ void tq_fwht_lanes(float (&v)[E], int lane, int L)
                 v[i + h] = tq_fsub(a, b);
             }
     for (int m = 1; m < L; m <<= 1) {
-        const bool hi = (lane & m) != 0;
+        const uint32_t hi = (lane & m) ? 1u : 0u;
 #pragma unroll
         for (int i = 0; i < E; i++) {
             const float o = __shfl_xor_sync(TQ_GPU_FULL, v[i], m);
-            v[i] = hi ? tq_fsub(o, v[i]) : tq_fadd(v[i], o);
+            v[i] = tq_fadd(tq_fsign(v[i], hi), o);
         }
     }
 }
 
-/* Sign bit of column j from the shared mask. */
-__device__ __forceinline__ uint32_t tq_sbit(const uint32_t* sg, int64_t j)
-{
-    return (sg[j >> 5] >> (j & 31)) & 1u;
-}
-
 /* Forward rotation of a block: signs, butterflies, scale. */
 template <int E>
-__device__ __forceinline__ void tq_rot_fwd(float (&v)[E], const uint32_t* sg, int64_t col0, int lane, int L, float sc)
+__device__ __forceinline__ void tq_rot_fwd(float (&v)[E], const uint32_t* sg, int col0, int lane, int L, float sc)
 {
+    const uint32_t sw = sg[col0 >> 5] >> (col0 & 31); /* col0 % E == 0: the E bits share one word */
 #pragma unroll
-    for (int e = 0; e < E; e++) v[e] = tq_fsign(v[e], tq_sbit(sg, col0 + e));
+    for (int e = 0; e < E; e++) v[e] = tq_fsign(v[e], (sw >> e) & 1u);
     tq_fwht_lanes<E>(v, lane, L);
 #pragma unroll
     for (int e = 0; e < E; e++) v[e] = tq_fmul(v[e], sc);
@@ -234,52 +230,124 @@ __device__ __forceinline__ void tq_rot_fwd(float (&v)[E], const uint32_t* sg, in
 
 /* Inverse rotation: butterflies, scale, signs. */
 template <int E>
-__device__ __forceinline__ void tq_rot_inv(float (&v)[E], const uint32_t* sg, int64_t col0, int lane, int L, float sc)
+__device__ __forceinline__ void tq_rot_inv(float (&v)[E], const uint32_t* sg, int col0, int lane, int L, float sc)
 {
+    const uint32_t sw = sg[col0 >> 5] >> (col0 & 31);
     tq_fwht_lanes<E>(v, lane, L);
 #pragma unroll
-    for (int e = 0; e < E; e++) v[e] = tq_fsign(tq_fmul(v[e], sc), tq_sbit(sg, col0 + e));
+    for (int e = 0; e < E; e++) v[e] = tq_fsign(tq_fmul(v[e], sc), (sw >> e) & 1u);
 }
 
-/* One TurboQuant stage of a rotated block y: codes (to shared, one byte per column), the fp16 norm (to
- * global), and the dequantized fp32 values y' = f32(norm) * cb[code] in rec. */
+/* Codebooks in shared memory: fp32 centroids and boundaries, centroids and their squares in double
+ * (exact, so the double sums equal the reference's (double)c products without conversions). */
+typedef struct {
+    float cb[TQ_GPU_NSIZES][16];
+    float bnd[TQ_GPU_NSIZES][16];
+    double cbd[TQ_GPU_NSIZES][16];
+    double cbsq[TQ_GPU_NSIZES][16];
+} tq_cbs_s;
+
+/* Shared-memory layout of the rotation kernels: sign masks, codebooks, per-warp code buffers. */
+struct tq_rot_smem {
+    uint32_t* sg0;
+    uint32_t* sg1;
+    tq_cbs_s* cbs;
+    uint8_t* cw; /* TQ_GPU_WARPS x 2 x 256 bytes */
+};
+
+__host__ __device__ inline size_t tq_align16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+__host__ __device__ inline size_t tq_rot_smem_bytes(int64_t cols, int nst)
+{
+    const size_t nsw = (size_t)((cols + 31) / 32);
+    return (size_t)nst * tq_align16(nsw * 4) + tq_align16(2 * sizeof(tq_cbs_s)) + (size_t)TQ_GPU_WARPS * 512;
+}
+
+__device__ tq_rot_smem tq_rot_smem_setup(const tq_gpu_params& p, uint8_t* smem, int quantize)
+{
+    tq_rot_smem S;
+    const int nst = p.kind == TQ_CODEC_TQR ? 2 : 1;
+    const size_t nsw = (size_t)((p.cols + 31) / 32);
+    const size_t sgb = tq_align16(nsw * 4);
+    S.sg0 = (uint32_t*)smem;
+    S.sg1 = (uint32_t*)(smem + (nst - 1) * sgb);
+    S.cbs = (tq_cbs_s*)(smem + nst * sgb);
+    S.cw = smem + nst * sgb + tq_align16(2 * sizeof(tq_cbs_s));
+    for (int st = 0; st < nst; st++) {
+        uint32_t* sg = st ? S.sg1 : S.sg0;
+        for (size_t w = threadIdx.x; w < nsw; w += blockDim.x) {
+            uint32_t m = 0;
+            for (int b = 0; b < 32; b++) {
+                const int64_t j = (int64_t)w * 32 + b;
+                if (j < p.cols) m |= tq_rot_signbit_d(p.seed[st], j) << b;
+            }
+            sg[w] = m;
+        }
+        if (p.kind == TQ_CODEC_BIN1) continue;
+        const int n = 1 << (st ? p.rbits : p.bits);
+        for (int i = threadIdx.x; i < p.ndist * n; i += blockDim.x) {
+            const int di = i / n, j = i % n;
+            float c;
+            if (quantize) {
+                c = p.cbs[st].cb[di][j];
+                if (p.write_cb && blockIdx.x == 0) ((float*)p.part[p.cb_part[st]])[i] = c;
+            } else {
+                c = ((const float*)p.part[p.cb_part[st]])[i];
+                if (!tq_finite(c)) tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, 0);
+            }
+            S.cbs[st].cb[di][j] = c;
+            S.cbs[st].cbd[di][j] = tq_f2d(c);
+            S.cbs[st].cbsq[di][j] = tq_f2d(c) * tq_f2d(c);
+            if (quantize && j + 1 < n) S.cbs[st].bnd[di][j] = p.cbs[st].bnd[di][j];
+        }
+    }
+    __syncthreads();
+    return S;
+}
+
+/* One TurboQuant stage of a rotated block y: codes (to the warp's buffer cw, block-relative), the fp16
+ * norm (to global), and the dequantized fp32 values y' = f32(norm) * cb[code] in rec. Every lane runs
+ * every shuffle (tiny-norm blocks included), so partial warps (d < 32) stay converged. */
 template <int E>
 __device__ __forceinline__ void tq_stage_block(const tq_gpu_params& p, const float (&y)[E], float (&rec)[E],
-                                               const float* cb, const float* bnd, int bits, uint8_t* codes_s,
-                                               uint8_t* norms_row, int64_t k, int64_t col0, int64_t s,
-                                               int64_t r, int lane, int L)
+                                               const tq_cbs_s& C, int ci, int bits, uint8_t* cw, uint8_t* norms_row,
+                                               int64_t k, int s, int64_t r, int lane, int L)
 {
+    double yd[E];
     double n2 = 0.0;
 #pragma unroll
     for (int e = 0; e < E; e++) {
-        const double t = tq_f2d(y[e]);
-        n2 += t * t;
+        yd[e] = tq_f2d(y[e]);
+        n2 += yd[e] * yd[e];
     }
     n2 = tq_wsum(n2, L);
     const double nd = sqrt(n2);
     if (nd > 2.0 * 65504.0 && lane == 0)
         tq_err_min(p.err, TQ_GPU_ERR_OVF, (unsigned long long)(r + p.row0) * (unsigned long long)p.cols + s);
     const float n = tq_d2f(nd);
-    uint16_t h = 0;
+    const bool valid = !tq_flt(n, 1e-30f);
+    const float inv = tq_fdiv(1.0f, valid ? n : 1.0f);
+    const float* bnd = C.bnd[ci];
     int code[E];
+    double dot = 0.0, cc = 0.0;
 #pragma unroll
-    for (int e = 0; e < E; e++) code[e] = 0;
-    if (!tq_flt(n, 1e-30f)) {
-        const float inv = tq_fdiv(1.0f, n);
-        double dot = 0.0, cc = 0.0;
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            const float u = tq_fmul(y[e], inv);
-            int c = 0;
-            for (int step = 1 << (bits - 1); step; step >>= 1)
-                if (tq_fgt(u, bnd[c + step - 1])) c += step;
-            code[e] = c;
-            const double cv = tq_f2d(cb[c]);
-            dot += tq_f2d(y[e]) * cv;
-            cc += cv * cv;
-        }
-        dot = tq_wsum(dot, L);
-        cc = tq_wsum(cc, L);
+    for (int e = 0; e < E; e++) {
+        const float u = tq_fmul(y[e], inv);
+        int c = 0;
+        for (int step = 1 << (bits - 1); step; step >>= 1)
+            if (tq_fgt(u, bnd[c + step - 1])) c += step;
+        c = valid ? c : 0;
+        code[e] = c;
+        dot += yd[e] * C.cbd[ci][c];
+        cc += C.cbsq[ci][c];
+    }
+    dot = tq_wsum(dot, L);
+    cc = tq_wsum(cc, L);
+    uint16_t h = 0;
+    if (valid) {
         const double sc = p.plain_norm ? nd : (cc > 0.0 ? dot / cc : 0.0);
         h = tq_f32_to_f16_d(tq_d2f(sc));
         if ((h & 0x7c00u) == 0x7c00u && lane == 0)
@@ -289,23 +357,22 @@ __device__ __forceinline__ void tq_stage_block(const tq_gpu_params& p, const flo
     const float nf = tq_f16_to_f32_d(h);
     if (lane < L) {
 #pragma unroll
-        for (int e = 0; e < E; e++) codes_s[col0 + e] = (uint8_t)code[e];
+        for (int e = 0; e < E; e++) cw[lane * E + e] = (uint8_t)code[e];
     }
+    const float* cb = C.cb[ci];
 #pragma unroll
     for (int e = 0; e < E; e++) rec[e] = tq_fmul(nf, cb[code[e]]);
 }
 
-/* Quantize one rotation block of row r (tq, tqr, bin1). */
-template <int E>
-__device__ void tq_quant_rot_block(const tq_gpu_params& p, const uint32_t* sg0, const uint32_t* sg1,
-                                   const tq_gpu_cbs* cbs, uint8_t* codes0, uint8_t* codes1, int64_t r, int64_t k,
-                                   int64_t s, int d, int lane)
+/* Quantize one rotation block (columns [s, s + d)) of row r from x (E values per lane, loaded):
+ * codes to cw0 / cw1 (block-relative), norms / scales to global. */
+template <int E, int K>
+__device__ __forceinline__ void tq_quant_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, const float (&x)[E], uint8_t* cw0,
+                                   uint8_t* cw1, int64_t r, int64_t k, int s, int d, int lane)
 {
     const int L = d / E;
     const bool act = lane < L;
-    const int64_t col0 = s + (int64_t)(act ? lane : 0) * E;
-    float x[E];
-    tq_load<E>(x, p.in, p.in_bf16, r * p.cols + col0, act);
+    const int col0 = s + (act ? lane : 0) * E;
     if (p.err && act) {
 #pragma unroll
         for (int e = 0; e < E; e++)
@@ -317,8 +384,8 @@ __device__ void tq_quant_rot_block(const tq_gpu_params& p, const uint32_t* sg0, 
     float y[E];
 #pragma unroll
     for (int e = 0; e < E; e++) y[e] = x[e];
-    tq_rot_fwd<E>(y, sg0, col0, lane, L, sc);
-    if (p.kind == TQ_CODEC_BIN1) {
+    tq_rot_fwd<E>(y, S.sg0, col0, lane, L, sc);
+    if (K == TQ_CODEC_BIN1) {
         double a = 0.0;
 #pragma unroll
         for (int e = 0; e < E; e++) a += fabs(tq_f2d(y[e]));
@@ -332,21 +399,241 @@ __device__ void tq_quant_rot_block(const tq_gpu_params& p, const uint32_t* sg0, 
         }
         if (act) {
 #pragma unroll
-            for (int e = 0; e < E; e++) codes0[col0 + e] = (uint8_t)(tq_flt(y[e], 0.0f) ? 0 : 1);
+            for (int e = 0; e < E; e++) cw0[lane * E + e] = (uint8_t)(tq_flt(y[e], 0.0f) ? 0 : 1);
         }
         return;
     }
     const int ci = p.size_idx[li];
     float rec[E];
-    tq_stage_block<E>(p, y, rec, cbs[0].cb[ci], cbs[0].bnd[ci], p.bits, codes0, p.part[1] + r * p.row_bytes[1], k,
-                      col0, s, r, lane, L);
-    if (p.kind != TQ_CODEC_TQR) return;
-    tq_rot_inv<E>(rec, sg0, col0, lane, L, sc);
+    tq_stage_block<E>(p, y, rec, S.cbs[0], ci, p.bits, cw0, p.part[1] + r * p.row_bytes[1], k, s, r, lane, L);
+    if (K != TQ_CODEC_TQR) return;
+    tq_rot_inv<E>(rec, S.sg0, col0, lane, L, sc);
 #pragma unroll
     for (int e = 0; e < E; e++) y[e] = tq_fsub(x[e], rec[e]);
-    tq_rot_fwd<E>(y, sg1, col0, lane, L, sc);
-    tq_stage_block<E>(p, y, rec, cbs[1].cb[ci], cbs[1].bnd[ci], p.rbits, codes1, p.part[4] + r * p.row_bytes[4], k,
-                      col0, s, r, lane, L);
+    tq_rot_fwd<E>(y, S.sg1, col0, lane, L, sc);
+    tq_stage_block<E>(p, y, rec, S.cbs[1], ci, p.rbits, cw1, p.part[4] + r * p.row_bytes[4], k, s, r, lane, L);
+}
+
+/* A tail block: load, then quantize. */
+template <int E, int K>
+__device__ __noinline__ void tq_quant_tail_block(const tq_gpu_params& p, const tq_rot_smem& S, uint8_t* cw0, uint8_t* cw1,
+                                    int64_t r, int64_t k, int s, int d, int lane)
+{
+    float x[E];
+    const bool act = lane < d / E;
+    tq_load<E>(x, p.in, p.in_bf16, r * p.cols + s + (act ? lane : 0) * E, act);
+    tq_quant_rot_block<E, K>(p, S, x, cw0, cw1, r, k, s, d, lane);
+}
+
+/* Pack len codes of the warp's buffer cw (one byte each) into dst as b-bit fields (b = 1..8). The
+ * region starts on a byte boundary and owns its bytes (a full block, or a row's whole tail). */
+__device__ __forceinline__ uint32_t tq_nib4(uint32_t w)
+{
+    return (w & 0xfu) | ((w >> 4) & 0xf0u) | ((w >> 8) & 0xf00u) | ((w >> 12) & 0xf000u);
+}
+
+__device__ void tq_pack_warp(uint8_t* dst, const uint8_t* cw, int len, int b, int lane)
+{
+    if (b == 4 && (len & 7) == 0 && ((uintptr_t)dst & 3) == 0) {
+        for (int w = lane; w < len / 8; w += 32) {
+            const uint32_t a = ((const uint32_t*)cw)[2 * w], c = ((const uint32_t*)cw)[2 * w + 1];
+            ((uint32_t*)dst)[w] = tq_nib4(a) | (tq_nib4(c) << 16);
+        }
+        return;
+    }
+    const int nbytes = (len * b + 7) >> 3;
+    for (int ob = lane; ob < nbytes; ob += 32) {
+        uint32_t v;
+        if (b == 8) {
+            v = cw[ob];
+        } else {
+            const int bit0 = ob * 8;
+            int i = bit0 / b;
+            const int sh = bit0 - i * b;
+            v = (uint32_t)cw[i] >> sh;
+            int pos = b - sh;
+            for (i++; pos < 8 && i < len; i++, pos += b) v |= (uint32_t)cw[i] << pos;
+        }
+        dst[ob] = (uint8_t)v;
+    }
+}
+
+/* Task t of the persistent loops: row r, task k (k < nfull: full block k; k == nfull: the row's tail). */
+__device__ __forceinline__ void tq_task(int64_t t, int64_t tpr, int64_t* r, int64_t* k)
+{
+    if (t < 0x7fffffff && tpr < 0x7fffffff) {
+        const uint32_t q = (uint32_t)t / (uint32_t)tpr;
+        *r = q;
+        *k = t - (int64_t)q * tpr;
+    } else {
+        *r = t / tpr;
+        *k = t - *r * tpr;
+    }
+}
+
+/* Quantize, rotation codecs. E = g / 32 (full blocks); a row's tail blocks (cols % g, sizes < g) are one
+ * task, run block by block by one warp. Each warp loads the next full block while working on this one. */
+template <int E, int K>
+__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    const tq_rot_smem S = tq_rot_smem_setup(p, smem, 1);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    uint8_t* cw0 = S.cw + warp * 512;
+    uint8_t* cw1 = cw0 + 256;
+    const int64_t tpr = p.nfull + (p.tail ? 1 : 0);
+    const int64_t T = p.rows * tpr;
+    const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
+    const int b0 = K == TQ_CODEC_BIN1 ? 1 : p.bits;
+    int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
+    float xn[E];
+    if (t < T) {
+        int64_t r, k;
+        tq_task(t, tpr, &r, &k);
+        tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane * E, k < p.nfull);
+    }
+    for (; t < T; t += NW) {
+        int64_t r, k;
+        tq_task(t, tpr, &r, &k);
+        float x[E];
+#pragma unroll
+        for (int e = 0; e < E; e++) x[e] = xn[e];
+        if (t + NW < T) {
+            int64_t rn, kn;
+            tq_task(t + NW, tpr, &rn, &kn);
+            tq_load<E>(xn, p.in, p.in_bf16, rn * p.cols + kn * p.g + lane * E, kn < p.nfull);
+        }
+        int base, len;
+        if (k < p.nfull) {
+            base = (int)(k * p.g);
+            len = p.g;
+            tq_quant_rot_block<E, K>(p, S, x, cw0, cw1, r, k, base, p.g, lane);
+        } else {
+            base = (int)(p.nfull * p.g);
+            len = p.tail;
+            for (int64_t kk = p.nfull; kk < p.nb; kk++) {
+                int64_t s64;
+                int d;
+                tq_blk(p, kk, &s64, &d);
+                const int s = (int)s64, o = s - base;
+                if (d >= 256)
+                    tq_quant_tail_block<8, K>(p, S, cw0 + o, cw1 + o, r, kk, s, d, lane);
+                else if (d == 128)
+                    tq_quant_tail_block<4, K>(p, S, cw0 + o, cw1 + o, r, kk, s, d, lane);
+                else if (d == 64)
+                    tq_quant_tail_block<2, K>(p, S, cw0 + o, cw1 + o, r, kk, s, d, lane);
+                else
+                    tq_quant_tail_block<1, K>(p, S, cw0 + o, cw1 + o, r, kk, s, d, lane);
+            }
+        }
+        __syncwarp();
+        tq_pack_warp(p.part[0] + r * p.row_bytes[0] + (size_t)base * b0 / 8, cw0, len, b0, lane);
+        if (K == TQ_CODEC_TQR)
+            tq_pack_warp(p.part[3] + r * p.row_bytes[3] + (size_t)base * p.rbits / 8, cw1, len, p.rbits, lane);
+        __syncwarp();
+    }
+}
+
+/* The E b-bit codes of a lane (columns col0 .. col0 + E - 1) read straight from a packed row. */
+template <int E>
+__device__ __forceinline__ void tq_codes_lane(int (&c)[E], const uint8_t* row, int col0, int b, bool act)
+{
+    uint64_t w = 0;
+    int sh = 0;
+    if (act) {
+        const int64_t bit0 = (int64_t)col0 * b;
+        const uint8_t* q = row + (bit0 >> 3);
+        sh = (int)(bit0 & 7);
+        const int nbytes = (sh + E * b + 7) >> 3;
+        if (E == 4 && b == 4 && sh == 0 && ((uintptr_t)q & 1) == 0) {
+            w = *(const uint16_t*)q;
+        } else {
+            for (int i = 0; i < nbytes; i++) w |= (uint64_t)q[i] << (8 * i);
+        }
+    }
+    const uint32_t mask = (1u << b) - 1u;
+#pragma unroll
+    for (int e = 0; e < E; e++) c[e] = (int)((w >> (sh + e * b)) & mask);
+}
+
+/* Dequantize one rotation block of tensor row rt into output row ro. */
+template <int E>
+__device__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, int64_t rt, int64_t ro, int64_t k,
+                                 int s, int d, int lane)
+{
+    const int L = d / E;
+    const bool act = lane < L;
+    const int col0 = s + (act ? lane : 0) * E;
+    const int li = tq_ilog2_d(d);
+    const float sc = p.rscale[li];
+    float v[E];
+    int c[E];
+    const uint16_t h = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
+    if ((h & 0x7c00u) == 0x7c00u && lane == 0)
+        tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
+    const float nf = tq_f16_to_f32_d(h);
+    if (p.kind == TQ_CODEC_BIN1) {
+        tq_codes_lane<E>(c, p.part[0] + rt * p.row_bytes[0], col0, 1, act);
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] = tq_fsign(nf, (uint32_t)(c[e] == 0));
+        tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
+    } else {
+        const int ci = p.size_idx[li];
+        const float* cb = S.cbs[0].cb[ci];
+        tq_codes_lane<E>(c, p.part[0] + rt * p.row_bytes[0], col0, p.bits, act);
+#pragma unroll
+        for (int e = 0; e < E; e++) v[e] = tq_fmul(nf, cb[c[e]]);
+        tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
+        if (p.kind == TQ_CODEC_TQR) {
+            const uint16_t h2 = ((const uint16_t*)(p.part[4] + rt * p.row_bytes[4]))[k];
+            if ((h2 & 0x7c00u) == 0x7c00u && lane == 0)
+                tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
+            const float nf2 = tq_f16_to_f32_d(h2);
+            const float* cb2 = S.cbs[1].cb[ci];
+            float v2[E];
+            tq_codes_lane<E>(c, p.part[3] + rt * p.row_bytes[3], col0, p.rbits, act);
+#pragma unroll
+            for (int e = 0; e < E; e++) v2[e] = tq_fmul(nf2, cb2[c[e]]);
+            tq_rot_inv<E>(v2, S.sg1, col0, lane, L, sc);
+#pragma unroll
+            for (int e = 0; e < E; e++) v[e] = tq_fadd(v[e], v2[e]);
+        }
+    }
+    if (act) tq_store<E>(p.out, p.in_bf16, ro * p.cols + col0, v);
+}
+
+template <int E>
+__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_rot_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    const tq_rot_smem S = tq_rot_smem_setup(p, smem, 0);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t tpr = p.nfull + (p.tail ? 1 : 0);
+    const int64_t T = p.rows * tpr;
+    const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
+    for (int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp; t < T; t += NW) {
+        int64_t ro, k;
+        tq_task(t, tpr, &ro, &k);
+        const int64_t rt = ro + p.row0;
+        if (k < p.nfull) {
+            tq_deq_rot_block<E>(p, S, rt, ro, k, (int)(k * p.g), p.g, lane);
+            continue;
+        }
+        for (int64_t kk = p.nfull; kk < p.nb; kk++) {
+            int64_t s64;
+            int d;
+            tq_blk(p, kk, &s64, &d);
+            const int s = (int)s64;
+            if (d >= 256)
+                tq_deq_rot_block<8>(p, S, rt, ro, kk, s, d, lane);
+            else if (d == 128)
+                tq_deq_rot_block<4>(p, S, rt, ro, kk, s, d, lane);
+            else if (d == 64)
+                tq_deq_rot_block<2>(p, S, rt, ro, kk, s, d, lane);
+            else
+                tq_deq_rot_block<1>(p, S, rt, ro, kk, s, d, lane);
+        }
+    }
 }
 
 /* Pack one row of per-column codes (one byte each, shared) into b-bit fields (b = 1..8) or, b == 0,
@@ -401,172 +688,6 @@ __device__ __forceinline__ int tq_code_at(const uint8_t* s, int64_t i, int b)
     return (int)((w >> (bit & 7)) & ((1u << b) - 1u));
 }
 
-/* Shared-memory layout of the rotation kernels: sign masks, codebooks, two code rows. */
-struct tq_rot_smem {
-    uint32_t* sg0;
-    uint32_t* sg1;
-    tq_gpu_cbs* cbs;
-    uint8_t* c0;
-    uint8_t* c1;
-};
-
-__host__ __device__ inline size_t tq_align16(size_t n)
-{
-    return (n + 15) & ~(size_t)15;
-}
-
-/* Shared memory of the rotation kernels: sign masks (one per stage), codebooks, and one code row per
- * stage of code_bytes (quantize: one byte per column; dequantize: the packed row + 2 bytes padding). */
-__host__ __device__ inline size_t tq_rot_smem_bytes(int64_t cols, int nst, size_t code_bytes)
-{
-    const size_t nsw = (size_t)((cols + 31) / 32);
-    return (size_t)nst * tq_align16(nsw * 4) + tq_align16(2 * sizeof(tq_gpu_cbs)) + (size_t)nst * tq_align16(code_bytes);
-}
-
-__device__ tq_rot_smem tq_rot_smem_setup(const tq_gpu_params& p, uint8_t* smem, int quantize)
-{
-    tq_rot_smem S;
-    const int nst = p.kind == TQ_CODEC_TQR ? 2 : 1;
-    const size_t nsw = (size_t)((p.cols + 31) / 32);
-    const size_t sgb = tq_align16(nsw * 4);
-    S.sg0 = (uint32_t*)smem;
-    S.sg1 = (uint32_t*)(smem + (nst - 1) * sgb);
-    S.cbs = (tq_gpu_cbs*)(smem + nst * sgb);
-    S.c0 = smem + nst * sgb + tq_align16(2 * sizeof(tq_gpu_cbs));
-    S.c1 = S.c0 + (nst - 1) * tq_align16(p.code_bytes);
-    for (int st = 0; st < nst; st++) {
-        uint32_t* sg = st ? S.sg1 : S.sg0;
-        for (size_t w = threadIdx.x; w < nsw; w += blockDim.x) {
-            uint32_t m = 0;
-            for (int b = 0; b < 32; b++) {
-                const int64_t j = (int64_t)w * 32 + b;
-                if (j < p.cols) m |= tq_rot_signbit_d(p.seed[st], j) << b;
-            }
-            sg[w] = m;
-        }
-        if (p.kind == TQ_CODEC_BIN1) continue;
-        const int n = 1 << (st ? p.rbits : p.bits);
-        for (int i = threadIdx.x; i < p.ndist * n; i += blockDim.x) {
-            const int di = i / n, j = i % n;
-            float c;
-            if (quantize) {
-                c = p.cbs[st].cb[di][j];
-                if (p.write_cb && blockIdx.x == 0) ((float*)p.part[p.cb_part[st]])[i] = c;
-            } else {
-                c = ((const float*)p.part[p.cb_part[st]])[i];
-                if (!tq_finite(c)) tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, 0);
-            }
-            S.cbs[st].cb[di][j] = c;
-            if (quantize && j + 1 < n) S.cbs[st].bnd[di][j] = p.cbs[st].bnd[di][j];
-        }
-    }
-    __syncthreads();
-    return S;
-}
-
-/* Quantize, rotation codecs. E = g / 32 (the full blocks); tails dispatch on their size. */
-template <int E>
-__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __grid_constant__ tq_gpu_params p)
-{
-    extern __shared__ __align__(16) uint8_t smem[];
-    const tq_rot_smem S = tq_rot_smem_setup(p, smem, 1);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
-        for (int64_t k = warp; k < p.nb; k += TQ_GPU_WARPS) {
-            int64_t s;
-            int d;
-            tq_blk(p, k, &s, &d);
-            if (d == p.g)
-                tq_quant_rot_block<E>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
-            else if (d == 128)
-                tq_quant_rot_block<4>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
-            else if (d == 64)
-                tq_quant_rot_block<2>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
-            else
-                tq_quant_rot_block<1>(p, S.sg0, S.sg1, S.cbs, S.c0, S.c1, r, k, s, d, lane);
-        }
-        __syncthreads();
-        const int b0 = p.kind == TQ_CODEC_BIN1 ? 1 : p.bits;
-        tq_pack_row(p.part[0] + r * p.row_bytes[0], p.row_bytes[0], S.c0, p.cols, b0);
-        if (p.kind == TQ_CODEC_TQR) tq_pack_row(p.part[3] + r * p.row_bytes[3], p.row_bytes[3], S.c1, p.cols, p.rbits);
-        __syncthreads();
-    }
-}
-
-/* Dequantize one rotation block of tensor row rt (output row ro). */
-template <int E>
-__device__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, int64_t rt, int64_t ro, int64_t k,
-                                 int64_t s, int d, int lane)
-{
-    const int L = d / E;
-    const bool act = lane < L;
-    const int64_t col0 = s + (int64_t)(act ? lane : 0) * E;
-    const int li = tq_ilog2_d(d);
-    const float sc = p.rscale[li];
-    float v[E];
-    const uint16_t h = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
-    if ((h & 0x7c00u) == 0x7c00u && lane == 0)
-        tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
-    const float nf = tq_f16_to_f32_d(h);
-    if (p.kind == TQ_CODEC_BIN1) {
-#pragma unroll
-        for (int e = 0; e < E; e++) v[e] = tq_fsign(nf, act ? (uint32_t)(tq_code_at(S.c0, col0 + e, 1) == 0) : 0u);
-        tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
-    } else {
-        const int ci = p.size_idx[li];
-        const float* cb = S.cbs[0].cb[ci];
-#pragma unroll
-        for (int e = 0; e < E; e++) v[e] = tq_fmul(nf, cb[act ? tq_code_at(S.c0, col0 + e, p.bits) : 0]);
-        tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
-        if (p.kind == TQ_CODEC_TQR) {
-            const uint16_t h2 = ((const uint16_t*)(p.part[4] + rt * p.row_bytes[4]))[k];
-            if ((h2 & 0x7c00u) == 0x7c00u && lane == 0)
-                tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
-            const float nf2 = tq_f16_to_f32_d(h2);
-            const float* cb2 = S.cbs[1].cb[ci];
-            float v2[E];
-#pragma unroll
-            for (int e = 0; e < E; e++) v2[e] = tq_fmul(nf2, cb2[act ? tq_code_at(S.c1, col0 + e, p.rbits) : 0]);
-            tq_rot_inv<E>(v2, S.sg1, col0, lane, L, sc);
-#pragma unroll
-            for (int e = 0; e < E; e++) v[e] = tq_fadd(v[e], v2[e]);
-        }
-    }
-    if (act) tq_store<E>(p.out, p.in_bf16, ro * p.cols + col0, v);
-}
-
-template <int E>
-__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_rot_kernel(const __grid_constant__ tq_gpu_params p)
-{
-    extern __shared__ __align__(16) uint8_t smem[];
-    const tq_rot_smem S = tq_rot_smem_setup(p, smem, 0);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int64_t ro = blockIdx.x; ro < p.rows; ro += gridDim.x) {
-        const int64_t rt = ro + p.row0;
-        tq_stage_bytes(S.c0, p.part[0] + rt * p.row_bytes[0], p.row_bytes[0]);
-        if (p.kind == TQ_CODEC_TQR) tq_stage_bytes(S.c1, p.part[3] + rt * p.row_bytes[3], p.row_bytes[3]);
-        if (threadIdx.x < 2) {
-            S.c0[p.row_bytes[0] + threadIdx.x] = 0;
-            if (p.kind == TQ_CODEC_TQR) S.c1[p.row_bytes[3] + threadIdx.x] = 0;
-        }
-        __syncthreads();
-        for (int64_t k = warp; k < p.nb; k += TQ_GPU_WARPS) {
-            int64_t s;
-            int d;
-            tq_blk(p, k, &s, &d);
-            if (d == p.g)
-                tq_deq_rot_block<E>(p, S, rt, ro, k, s, d, lane);
-            else if (d == 128)
-                tq_deq_rot_block<4>(p, S, rt, ro, k, s, d, lane);
-            else if (d == 64)
-                tq_deq_rot_block<2>(p, S, rt, ro, k, s, d, lane);
-            else
-                tq_deq_rot_block<1>(p, S, rt, ro, k, s, d, lane);
-        }
-        __syncthreads();
-    }
-}
-
 // ------------------------------------------------------------------------------------------------
 // group codecs (ter, rtn) and per-row codecs (int8, fp16, bf16, f32)
 
@@ -583,7 +704,7 @@ __device__ __forceinline__ void tq_argmin_merge(float& v, int& i, float ov, int 
 }
 
 template <int E>
-__device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_s, int64_t r, int64_t k, int lane)
+__device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t r, int64_t k, int lane)
 {
     const int64_t s = k * p.g;
     const int n = (int)(p.cols - s < p.g ? p.cols - s : p.g);
@@ -646,7 +767,7 @@ __device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_s, int64_t
                 const float v = tq_ffloor(tq_fadd(tq_fdiv(tq_fsub(x[e], mnf), scf), 0.5f));
                 c = tq_fle(v, 0.0f) ? 0 : tq_fge(v, (float)maxq) ? maxq : (int)v;
             }
-            if (i0 + e < n) codes_s[s + i0 + e] = (uint8_t)c;
+            if (i0 + e < n) codes_g[i0 + e] = (uint8_t)c;
         }
         return;
     }
@@ -666,7 +787,7 @@ __device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_s, int64_t
             t = tq_fge(v, 0.5f) ? 1 : tq_fle(v, -0.5f) ? -1 : 0;
         }
         if (i0 + e < n) {
-            codes_s[s + i0 + e] = (uint8_t)(t + 1);
+            codes_g[i0 + e] = (uint8_t)(t + 1);
             if (t) {
                 sum += fabs(tq_f2d(x[e]));
                 cnt++;
@@ -697,12 +818,27 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_plain_kernel(const __
     extern __shared__ __align__(16) uint8_t smem[];
     __shared__ float red[TQ_GPU_WARPS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (p.kind == TQ_CODEC_RTN) {
+        /* one warp per group; groups start on byte boundaries (g * b / 8), so each warp packs its own */
+        uint8_t* cw = smem + warp * 256;
+        const int64_t T = p.rows * p.ng, NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
+        for (int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp; t < T; t += NW) {
+            int64_t r, k;
+            tq_task(t, p.ng, &r, &k);
+            tq_quant_group<E>(p, cw, r, k, lane);
+            __syncwarp();
+            const int64_t s = k * p.g;
+            const int n = (int)(p.cols - s < p.g ? p.cols - s : p.g);
+            tq_pack_warp(p.part[0] + r * p.row_bytes[0] + (size_t)s * p.bits / 8, cw, n, p.bits, lane);
+            __syncwarp();
+        }
+        return;
+    }
     for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
-        if (p.kind == TQ_CODEC_RTN || p.kind == TQ_CODEC_TER) {
-            for (int64_t k = warp; k < p.ng; k += TQ_GPU_WARPS) tq_quant_group<E>(p, smem, r, k, lane);
+        if (p.kind == TQ_CODEC_TER) {
+            for (int64_t k = warp; k < p.ng; k += TQ_GPU_WARPS) tq_quant_group<E>(p, smem + k * p.g, r, k, lane);
             __syncthreads();
-            tq_pack_row(p.part[0] + r * p.row_bytes[0], p.row_bytes[0], smem, p.cols,
-                        p.kind == TQ_CODEC_RTN ? p.bits : 0);
+            tq_pack_row(p.part[0] + r * p.row_bytes[0], p.row_bytes[0], smem, p.cols, 0);
             __syncthreads();
             continue;
         }
@@ -765,7 +901,7 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_plain_kernel(const __gr
     const int gshift = tq_ilog2_d(p.g);
     for (int64_t ro = blockIdx.x; ro < p.rows; ro += gridDim.x) {
         const int64_t rt = ro + p.row0;
-        const bool staged = p.kind == TQ_CODEC_RTN || p.kind == TQ_CODEC_TER;
+        const bool staged = p.kind == TQ_CODEC_TER;
         if (staged) {
             tq_stage_bytes(smem, p.part[0] + rt * p.row_bytes[0], p.row_bytes[0]);
             if (threadIdx.x < 2) smem[p.row_bytes[0] + threadIdx.x] = 0;
@@ -779,18 +915,32 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_plain_kernel(const __gr
         }
         for (int64_t j0 = (int64_t)threadIdx.x * 8; j0 < p.cols; j0 += (int64_t)blockDim.x * 8) {
             float v[8];
+            uint64_t cbits = 0; /* rtn: the 8 codes of columns j0..j0+7 (byte aligned: j0 * b / 8) */
+            float rsc = 0.0f, rmn = 0.0f;
+            if (p.kind == TQ_CODEC_RTN) {
+                const int64_t k = j0 >> gshift; /* g % 8 == 0: one group for the 8 columns */
+                const uint16_t hs = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
+                const uint16_t hm = ((const uint16_t*)(p.part[2] + rt * p.row_bytes[2]))[k];
+                if (((hs & 0x7c00u) == 0x7c00u || (hm & 0x7c00u) == 0x7c00u) && (j0 & (p.g - 1)) == 0)
+                    tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + j0);
+                rsc = tq_f16_to_f32_d(hs);
+                rmn = tq_f16_to_f32_d(hm);
+                const uint8_t* q = p.part[0] + rt * p.row_bytes[0] + (size_t)j0 * p.bits / 8;
+                const int64_t left = (int64_t)p.row_bytes[0] - j0 * p.bits / 8;
+                const int nbytes = left < p.bits ? (int)left : p.bits;
+                if (nbytes == 4 && ((uintptr_t)q & 3) == 0) {
+                    cbits = *(const uint32_t*)q;
+                } else {
+                    for (int i = 0; i < nbytes; i++) cbits |= (uint64_t)q[i] << (8 * i);
+                }
+            }
 #pragma unroll
             for (int e = 0; e < 8; e++) {
                 const int64_t j = j0 + e;
                 float o = 0.0f;
                 if (j < p.cols) {
                     if (p.kind == TQ_CODEC_RTN) {
-                        const int64_t k = j >> gshift;
-                        const uint16_t hs = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
-                        const uint16_t hm = ((const uint16_t*)(p.part[2] + rt * p.row_bytes[2]))[k];
-                        if (((hs & 0x7c00u) == 0x7c00u || (hm & 0x7c00u) == 0x7c00u) && (j & (p.g - 1)) == 0)
-                            tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + j);
-                        o = tq_fadd(tq_f16_to_f32_d(hm), tq_fmul((float)tq_code_at(smem, j, p.bits), tq_f16_to_f32_d(hs)));
+                        o = tq_fadd(rmn, tq_fmul((float)((cbits >> (e * p.bits)) & ((1u << p.bits) - 1u)), rsc));
                     } else if (p.kind == TQ_CODEC_TER) {
                         const int64_t k = j >> gshift;
                         const uint16_t hs = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
@@ -934,12 +1084,18 @@ static tq_status tq_quant_cuda(cudaStream_t stream, const tq_gpu_params* P, cons
 {
     const int g = P->g;
     if (tq_gpu_is_rot(P->kind)) {
-        const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1, P->code_bytes);
-        if (g == 64) return tq_gpu_launch(tq_quant_rot_kernel<2>, P, sm, stream, what);
-        if (g == 128) return tq_gpu_launch(tq_quant_rot_kernel<4>, P, sm, stream, what);
-        return tq_gpu_launch(tq_quant_rot_kernel<8>, P, sm, stream, what);
+        const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1);
+#define TQ_QROT(E)                                                                                 \
+    (P->kind == TQ_CODEC_TQ    ? tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_TQ>, P, sm, stream, what)  \
+     : P->kind == TQ_CODEC_TQR ? tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_TQR>, P, sm, stream, what) \
+                               : tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_BIN1>, P, sm, stream, what))
+        if (g == 64) return TQ_QROT(2);
+        if (g == 128) return TQ_QROT(4);
+        return TQ_QROT(8);
+#undef TQ_QROT
     }
-    const size_t sm = tq_align16((size_t)P->cols + 16);
+    const size_t sm = P->kind == TQ_CODEC_RTN ? (size_t)TQ_GPU_WARPS * 256
+                      : P->kind == TQ_CODEC_TER ? tq_align16((size_t)P->cols + 16) : 16;
     if (g == 64) return tq_gpu_launch(tq_quant_plain_kernel<2>, P, sm, stream, what);
     if (g == 128) return tq_gpu_launch(tq_quant_plain_kernel<4>, P, sm, stream, what);
     return tq_gpu_launch(tq_quant_plain_kernel<8>, P, sm, stream, what);
@@ -949,12 +1105,13 @@ static tq_status tq_deq_cuda(cudaStream_t stream, const tq_gpu_params* P, const 
 {
     const int g = P->g;
     if (tq_gpu_is_rot(P->kind)) {
-        const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1, P->code_bytes);
+        const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1);
         if (g == 64) return tq_gpu_launch(tq_deq_rot_kernel<2>, P, sm, stream, what);
         if (g == 128) return tq_gpu_launch(tq_deq_rot_kernel<4>, P, sm, stream, what);
         return tq_gpu_launch(tq_deq_rot_kernel<8>, P, sm, stream, what);
     }
-    return tq_gpu_launch(tq_deq_plain_kernel, P, tq_align16((size_t)P->cols + 16), stream, what);
+    return tq_gpu_launch(tq_deq_plain_kernel, P, P->kind == TQ_CODEC_TER ? tq_align16((size_t)P->cols + 16) : 16,
+                         stream, what);
 }
 
 /* Error flags: a small device buffer per call (stream-ordered allocation). */

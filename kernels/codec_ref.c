@@ -608,9 +608,15 @@ static tq_status tq_run_rows(const tq_ctx* X, tq_job_kind kind, const float* w, 
     const int64_t work = nrows * X->cols;
     if (work < (1 << 16)) nt = 1;
     if (nt > nrows) nt = (int)nrows;
-    tq_job jobs[256];
-    pthread_t th[256];
-    int started[256];
+    tq_job* jobs = calloc((size_t)nt, sizeof *jobs);
+    pthread_t* th = calloc((size_t)nt, sizeof *th);
+    int* started = calloc((size_t)nt, sizeof *started);
+    if (!jobs || !th || !started) {
+        free(jobs);
+        free(th);
+        free(started);
+        return tq_fail(TQ_ERR_NOMEM, "codec: out of memory for %d worker descriptors", nt);
+    }
     for (int t = 0; t < nt; t++) {
         tq_job* J = &jobs[t];
         memset(J, 0, sizeof *J);
@@ -631,9 +637,13 @@ static tq_status tq_run_rows(const tq_ctx* X, tq_job_kind kind, const float* w, 
         else
             tq_job_run(&jobs[t]); /* could not start a thread: do its rows here */
     }
-    for (int t = 0; t < nt; t++)
-        if (jobs[t].rc != TQ_OK) return tq_fail(jobs[t].rc, "%s", jobs[t].msg);
-    return TQ_OK;
+    tq_status rc = TQ_OK;
+    for (int t = 0; t < nt && rc == TQ_OK; t++)
+        if (jobs[t].rc != TQ_OK) rc = tq_fail(jobs[t].rc, "%s", jobs[t].msg);
+    free(jobs);
+    free(th);
+    free(started);
+    return rc;
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 #ifndef TQ_GPU_COMMON_CUH
 #define TQ_GPU_COMMON_CUH
 
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -148,7 +149,23 @@ __device__ __forceinline__ uint16_t tq_f32_to_bf16_d(float f)
     return (uint16_t)(u >> 16);
 }
 
+/* fp16 -> fp32 is exact (fp16 subnormals are normal fp32 numbers): one hardware conversion. */
 __device__ __forceinline__ float tq_f16_to_f32_d(uint16_t h)
+{
+    return __half2float(__ushort_as_half(h));
+}
+
+/* Two fp32 -> bf16 (round to nearest even, subnormals kept) in one instruction: lo in bits 0..15. Same
+ * bits as tq_f32_to_bf16 for every non-NaN input (dequantized values are never NaN). */
+__device__ __forceinline__ uint32_t tq_f32x2_to_bf16x2_d(float lo, float hi)
+{
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+/* Bit-level fp16 -> fp32 (reference copy of dtype.h, kept for host-side comparisons in device code). */
+__device__ __forceinline__ float tq_f16_to_f32_bits_d(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;

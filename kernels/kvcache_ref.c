@@ -159,6 +159,7 @@ struct tq_kv_cache {
     float* work;         /* scratch: 8 * d + lookup tables */
     float* table;        /* d * 256 */
     float* plain;        /* [2][max_tokens x d]: one head of plain-coded K and V decoded for the dot products */
+    int scale_mode;      /* experiment: 0 norm, 1 norm-preserving, 2 least squares (TQ_KV_SCALE) */
 };
 
 static size_t vec_index(const tq_kv_cache* c, int layer, int head, int pos)
@@ -224,6 +225,8 @@ tq_status tq_kv_create(const tq_kv_config* cfg, tq_kv_cache** out)
     tq_kv_cache* c = calloc(1, sizeof *c);
     TQ_RETURN_IF(!c, TQ_ERR_NOMEM, "KV cache: out of memory");
     c->cfg = *cfg;
+    const char* sm = getenv("TQ_KV_SCALE");
+    c->scale_mode = sm ? atoi(sm) : 0;
     tq_status rc = side_init(c, &c->side[0], &cfg->k, 0);
     if (rc == TQ_OK) rc = side_init(c, &c->side[1], &cfg->v, 1);
     int d = cfg->head_dim;
@@ -369,16 +372,25 @@ static void encode_vec(tq_kv_cache* c, kv_side* s, int layer, int head, const fl
         double ss = 0;
         for (int j = 0; j < n; j++) ss += (double)y[o + j] * y[o + j]; /* rotation keeps the norm */
         float nrm = (float)sqrt(ss);
-        uint16_t hn = tq_f32_to_f16(nrm);
-        float nrm16 = tq_f16_to_f32(hn);
-        memcpy(dst + 2 * h, &hn, 2);
         float inv = nrm > 0 ? 1.0f / nrm : 0.0f;
+        size_t bit0 = bit;
+        double cc = 0, yc = 0; /* |c|^2 and <y, c> of the chosen centroids */
         for (int j = 0; j < n; j++) {
             int code = nearest(s->bnd[h], k, y[o + j] * inv);
             put_bits(dst + hdr, bit, s->bits[h], (unsigned)code);
             bit += (size_t)s->bits[h];
-            r[o + j] = y[o + j] - nrm16 * s->cb[h][code];
+            double cv = s->cb[h][code];
+            cc += cv * cv;
+            yc += cv * y[o + j];
         }
+        float scale = nrm; /* TQ_KV_SCALE_NORM: the paper's ‖x‖ */
+        if (c->scale_mode == 1 && cc > 0) scale = (float)(nrm / sqrt(cc));  /* keeps ‖x̃‖ = ‖x‖ */
+        if (c->scale_mode == 2 && cc > 0) scale = (float)(yc / cc);         /* least squares */
+        uint16_t hn = tq_f32_to_f16(scale);
+        float nrm16 = tq_f16_to_f32(hn);
+        memcpy(dst + 2 * h, &hn, 2);
+        for (int j = 0; j < n; j++, bit0 += (size_t)s->bits[h])
+            r[o + j] = y[o + j] - nrm16 * s->cb[h][get_bits(dst + hdr, bit0, s->bits[h])];
     }
     if (s->codec.qjl) {
         const float* S = s->S + (size_t)layer * d * d;

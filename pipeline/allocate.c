@@ -511,7 +511,7 @@ static int row_cmp(const void* a, const void* b)
 
 static int entry_cmp(const void* a, const void* b)
 {
-    return strcmp(((const tq_plan_entry*)a)->tensor, ((const tq_plan_entry*)b)->tensor);
+    return strcmp(((const tq_alloc_entry*)a)->tensor, ((const tq_alloc_entry*)b)->tensor);
 }
 
 tq_status tq_allocate(const tq_sens_table* t, const tq_alloc_opts* o, tq_plan** out)
@@ -586,7 +586,7 @@ tq_status tq_allocate(const tq_sens_table* t, const tq_alloc_opts* o, tq_plan** 
     p->n = nt;
     for (int64_t i = 0; i < nt; i++) {
         const tq_sens_row* r = opt[choice[i]];
-        tq_plan_entry* e = &p->e[i];
+        tq_alloc_entry* e = &p->e[i];
         snprintf(e->tensor, sizeof e->tensor, "%s", r->tensor);
         snprintf(e->role, sizeof e->role, "%s", r->role);
         snprintf(e->codec, sizeof e->codec, "%s", r->codec);
@@ -757,13 +757,13 @@ tq_status tq_plan_parse(const char* text, size_t len, const char* what, tq_plan*
                      out, "%s line %d: unknown codec '%.40s' for tensor %.200s", what, line, tok[1], tok[0]);
         if (p->n == cap) {
             cap = cap ? 2 * cap : 64;
-            tq_plan_entry* ne = realloc(p->e, (size_t)cap * sizeof *ne);
+            tq_alloc_entry* ne = realloc(p->e, (size_t)cap * sizeof *ne);
             int* nl = realloc(lines, (size_t)cap * sizeof *nl);
             if (ne) p->e = ne;
             if (nl) lines = nl;
             TQ_GOTO_FAIL(!ne || !nl, TQ_ERR_NOMEM, out, "plan: out of memory");
         }
-        tq_plan_entry* en = &p->e[p->n];
+        tq_alloc_entry* en = &p->e[p->n];
         memset(en, 0, sizeof *en);
         snprintf(en->tensor, sizeof en->tensor, "%s", tok[0]);
         snprintf(en->codec, sizeof en->codec, "%s", tok[1]);

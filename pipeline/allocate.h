@@ -95,11 +95,11 @@ typedef struct {
     char codec[TQ_CODEC_LABEL];
     uint64_t bytes;
     double omega;
-} tq_plan_entry;
+} tq_alloc_entry;
 
 typedef struct {
     int64_t n;
-    tq_plan_entry* e;      /* sorted by tensor name */
+    tq_alloc_entry* e;      /* sorted by tensor name */
     uint64_t budget_bytes, total_bytes;
     int64_t total_weights;
     double omega, lower_bound;

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>  /* defines: cblas_dgemm */
+
 #include "fileio.h" /* defines: tq_read_file, tq_write_file_atomic */
 
 // ------------------------------------------------------------------------------------------------
@@ -232,22 +234,26 @@ double tq_omega(const float* dw, int64_t rows, int64_t cols, const double* h, in
         }
         return total;
     }
-    double* v = malloc((size_t)cols * sizeof(double));
-    if (!v) return NAN;
-    for (int64_t r = 0; r < rows; r++) {
-        const float* d = dw + r * cols;
-        for (int64_t j = 0; j < cols; j++) v[j] = d[j];
+    /* blocks of rows: M = D·H (dgemm), Ω += Σ M ∘ D */
+    const int64_t RB = 64;
+    double* d = malloc((size_t)(RB * cols) * sizeof(double));
+    double* m = malloc((size_t)(RB * cols) * sizeof(double));
+    if (!d || !m) {
+        free(d);
+        free(m);
+        return NAN;
+    }
+    for (int64_t r0 = 0; r0 < rows; r0 += RB) {
+        int64_t nr = rows - r0 < RB ? rows - r0 : RB;
+        for (int64_t k = 0; k < nr * cols; k++) d[k] = dw[r0 * cols + k];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)cols, (int)cols, 1.0, d, (int)cols, h,
+                    (int)cols, 0.0, m, (int)cols);
         double s = 0;
-        for (int64_t i = 0; i < cols; i++) {
-            if (v[i] == 0) continue;
-            const double* hi = h + i * cols;
-            double a = 0;
-            for (int64_t j = 0; j < cols; j++) a += hi[j] * v[j];
-            s += v[i] * a;
-        }
+        for (int64_t k = 0; k < nr * cols; k++) s += m[k] * d[k];
         total += s;
     }
-    free(v);
+    free(d);
+    free(m);
     return total;
 }
 

@@ -132,6 +132,8 @@ tq_status tq_stage_finish_units(tq_stage_ctx* ctx, int64_t processed, int64_t re
 
 /* ---- the stages implemented in stages/ (registered in stages/stage.c) -------------------------- */
 tq_status tq_stage_ingest(tq_stage_ctx* ctx);   /* stages/ingest.c */
+tq_status tq_stage_calibrate(tq_stage_ctx* ctx); /* stages/alloc_stages.c (issue 7) */
+tq_status tq_stage_allocate(tq_stage_ctx* ctx);  /* stages/alloc_stages.c (issue 7) */
 tq_status tq_stage_quantize(tq_stage_ctx* ctx); /* stages/quantize.c */
 tq_status tq_stage_pack(tq_stage_ctx* ctx);     /* stages/pack.c */
 tq_status tq_stage_validate(tq_stage_ctx* ctx); /* stages/publish_stage.c (calls the infer helper) */

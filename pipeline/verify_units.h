@@ -2,10 +2,14 @@
  * checksum it and count NaN/Inf values: what `tqpipe inspect --verify` and the pipeline's ingest stage
  * both run.
  *
- * Reading: each unit's rows are read through tq_ckpt_read_raw in chunks of about `chunk_bytes` (large
- * sequential preads, whole rows) into one buffer that is reused for every unit, so memory per rank is
- * bounded by max(chunk_bytes, largest row) whatever the model size. Each chunk is hashed (streaming
- * XXH3-64, seed 0) and scanned for NaN/Inf while it is still in cache.
+ * Reading: the requested units are sorted by (file, offset). Units lying close together in one file
+ * (gaps up to chunk/8) are read with ONE pread of at most `chunk_bytes` (checkpoints with tens of
+ * thousands of small expert tensors would otherwise cost one syscall each); a unit on its own, or a
+ * larger one, is read through tq_ckpt_read_raw in row chunks of about `chunk_bytes`. If a coalesced
+ * read fails, its units are redone one by one, so errors name the exact tensor. One buffer is reused:
+ * memory per rank is bounded by max(chunk_bytes, largest row) whatever the model size. Each chunk is
+ * hashed (XXH3-64, seed 0) and scanned for NaN/Inf while it is still in cache. Pass many units per
+ * call: one unit per call works but forgoes the coalescing.
  *
  * Checksums: a unit's xxh is XXH3-64 of its stored bytes (rows [row0, row0+nrows) as in the file).
  * A tensor's checksum (tq_verify_tensor_xxh) is the unit xxh itself when the tensor is one unit, else

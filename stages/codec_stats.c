@@ -164,6 +164,7 @@ int tq_cmd_codec_stats(int argc, char** argv)
         goto out;
     }
     memset(o, 0, (size_t)(slice * cols) * sizeof(float)); /* first touch outside the timed dequantize */
+    (void)tq_gpu_available();                              /* device probe (CUDA init) outside the timing */
     double err2 = 0, sum2 = 0, maxe = 0, tq = 0, tdq = 0, cq = 0, cdq = 0;
     size_t part_bytes[TQ_QT_MAX_PARTS] = {0};
     tq_qtensor q;

@@ -5,10 +5,12 @@
  * (total and active per token), tensor count, bytes by dtype and by role, the descriptor check
  * (missing / unexpected / wrong-shape tensors), and the shard plan summary for N ranks
  * (pipeline/shardplan.h: units, per-rank bytes min/mean/max, max/mean).
- * --verify reads every byte, spread over the MPI ranks by the shard plan (each rank its own units,
- * large sequential preads into one bounded buffer; pipeline/verify_units.h), computes XXH3-64 per
- * tensor and counts NaN/Inf (bf16/f16/f32), gathers the results on rank 0, which prints a summary,
- * the first offending tensors by name, and the read throughput per rank and in total.
+ * --verify reads every byte, spread over the MPI ranks: the shard plan's units (rank-count independent)
+ * in file order, cut into one contiguous stretch of about equal bytes per rank (--plan-order: the LPT
+ * plan's assignment instead, which interleaves small tensors and reads slower), large sequential preads
+ * into one bounded buffer (pipeline/verify_units.h); XXH3-64 per tensor, NaN/Inf counts (bf16/f16/f32);
+ * results gathered on rank 0, which prints a summary, the first offending tensors by name with row and
+ * column, and the read throughput per rank and in total.
  * Exit status (identical on every rank): 0 all good; 1 a descriptor mismatch, NaN/Inf, a read error or
  * an unreadable checkpoint; 2 usage.
  *

@@ -14,8 +14,8 @@
 
 static const tq_stage_def registry[TQ_STAGE_COUNT] = {
     {TQ_STAGE_INGEST, tq_stage_ingest, "convert a llama2.c file, shard plan, read + checksum every byte, descriptor check"},
-    {TQ_STAGE_CALIBRATE, NULL, "calibration statistics (issue 7: not in this build)"},
-    {TQ_STAGE_ALLOCATE, NULL, "codec allocation under a budget (issue 7: not in this build; `tqpipe allocate` writes plan.txt)"},
+    {TQ_STAGE_CALIBRATE, tq_stage_calibrate, "H = X^T X / n of every linear input over the calibration data (exact across ranks)"},
+    {TQ_STAGE_ALLOCATE, tq_stage_allocate, "sensitivity table + codec per tensor under the budget -> RUN/allocate/plan.txt"},
     {TQ_STAGE_QUANTIZE, tq_stage_quantize, "quantize every unit with its codec (GPU when present) and store it durably"},
     {TQ_STAGE_PACK, tq_stage_pack, "assemble tensors and write the HDF5 shards + index"},
     {TQ_STAGE_VALIDATE, tq_stage_validate, "perplexity / KL / top-1 of the artifact against the original"},

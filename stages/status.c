@@ -92,6 +92,22 @@ static void slurm_states(slurm_job* js, int n)
         if (!js[i].state[0]) tq_fmt(js[i].state, sizeof js[i].state, "%s", "gone");
 }
 
+/* 1 when pid is a live process on this host (a zombie counts as gone) */
+static int pid_alive(int pid)
+{
+    if (pid <= 0) return 0;
+    if (kill(pid, 0) != 0 && errno == ESRCH) return 0;
+    char p[64], buf[512];
+    tq_fmt(p, sizeof p, "/proc/%d/stat", pid);
+    FILE* f = fopen(p, "r");
+    if (!f) return 1; /* no /proc: trust kill() */
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char* rp = strrchr(buf, ')');
+    return !(rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X'));
+}
+
 static void fmt_secs(double s, char* out, size_t cap)
 {
     if (s < 0) tq_fmt(out, cap, "-");
@@ -185,8 +201,7 @@ int tq_cmd_status(int argc, char** argv)
         int slurm_live = sj && (!strcmp(sj->state, "RUNNING") || !strcmp(sj->state, "PENDING") ||
                                 !strcmp(sj->state, "CONFIGURING") || !strcmp(sj->state, "COMPLETING") ||
                                 !strcmp(sj->state, "REQUEUED"));
-        if (!strcmp(s->status, "running") && !slurm_live && !strcmp(s->host, host) && s->pid > 0 &&
-            kill(s->pid, 0) != 0 && errno == ESRCH)
+        if (!strcmp(s->status, "running") && !slurm_live && !strcmp(s->host, host) && !pid_alive(s->pid))
             tq_fmt(state, sizeof state, "interrupted");
         if (!strcmp(s->status, "pending") && sj && slurm_live) tq_fmt(state, sizeof state, "queued");
         /* rate of this attempt: from its start to now (running) or to its last finished unit */

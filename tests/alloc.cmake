@@ -12,3 +12,4 @@ tq_add_script_test(test_alloc_cli SCRIPT alloc_cli.sh LABELS mpi ARGS ${TQ_MPIEX
 add_executable(gptq_bench bench/gptq_bench.c)
 target_compile_options(gptq_bench PRIVATE ${TQ_C_WARNINGS})
 target_link_libraries(gptq_bench PRIVATE tqcore)
+tq_add_script_test(test_alloc_stages SCRIPT alloc_stages.sh LABELS mpi ARGS ${TQ_MPIEXEC} TIMEOUT 300)

@@ -49,6 +49,25 @@ for bud in 3.5bpw 96KiB; do
   echo "budget $bud: plan $total bytes <= $budget; $out"
 done
 grep -q "^# budget 113764 bytes (3.5000 bpw over 260032 weights)" plan_3.5bpw.txt || fail "3.5 bpw over the 260,032 weights should be 113764 bytes: $(head -2 plan_3.5bpw.txt)"
+# MoE (tiny synthetic qwen3_moe): one H per expert, few-token experts pooled, identical for np 1 and 2
+cat > moe.json <<'JSON'
+{"model_type":"qwen3_moe","architectures":["Qwen3MoeForCausalLM"],"hidden_size":64,"intermediate_size":128,
+"moe_intermediate_size":32,"num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"head_dim":16,
+"vocab_size":512,"num_experts":8,"num_experts_per_tok":2,"norm_topk_prob":true,"max_position_embeddings":512,
+"rms_norm_eps":1e-6,"rope_theta":10000,"tie_word_embeddings":false,"decoder_sparse_step":1,"mlp_only_layers":[]}
+JSON
+"$B" synth --config moe.json --dtype f32 moe >/dev/null || fail "synth moe"
+LC_ALL=C awk 'BEGIN {s = 12345; for (i = 0; i < 2048; i++) {s = (s * 1103515245 + 12345) % 2147483648; v = int(s / 65536) % 512;
+  printf "%c%c%c%c", v % 256, int(v / 256), 0, 0}}' > moe.tok
+[ "$(stat -c %s moe.tok)" -eq 8192 ] || fail "moe.tok has $(stat -c %s moe.tok) bytes"
+out=$("$B" calibrate --model moe --data moe.tok --seqs 8 --len 128 --out hm1 --min-expert-tokens 300) || fail "calibrate moe"
+echo "$out" | grep -q "39 H files (full) in hm1, [1-9][0-9]* experts pooled" || fail "moe calibrate: $out"
+"$MPIRUN" --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none -np 2 \
+  "$B" calibrate --model moe --data moe.tok --seqs 8 --len 128 --out hm2 --min-expert-tokens 300 --quiet || fail "moe np 2"
+for f in hm1/*.hess.zst; do cmp -s "$f" "hm2/$(basename "$f")" || fail "moe $(basename "$f") differs between np 1 and 2"; done
+"$B" sensitivity --model moe --hessians hm1 --codecs tq3,tq4,f32 --gptq --out moe.tsv --quiet || fail "moe sensitivity"
+"$B" allocate --table moe.tsv --budget 4bpw --keep norm=f32 --out moeplan.txt --quiet || fail "moe allocate"
+echo "moe: $out"
 # errors
 "$B" allocate --table gptq.tsv --budget 1KB --out x.txt 2>err.txt; [ $? -eq 1 ] || fail "tiny budget accepted"
 grep -q "smallest possible model" err.txt || fail "tiny budget message: $(cat err.txt)"

@@ -19,6 +19,7 @@ name: pipetest
 model: $SRC/jobs/models/stories260K.bin
 tokenizer: $SRC/jobs/models/tok512.bin
 seed: 1234
+resources: {ntasks: 2, time: "00:05:00"}   # used by the Slurm test only
 stages:
   ingest: {}
   quantize:

@@ -315,8 +315,35 @@ static void test_table(void)
     tq_sens_table_free(&t);
 }
 
+/* tq_omega (blocked dgemm) against a direct double loop, full and diagonal H */
+static void test_omega(void)
+{
+    const int64_t R = 70, N = 37;
+    float* dw = malloc((size_t)(R * N) * sizeof(float));
+    double* h = malloc((size_t)(N * N) * sizeof(double));
+    double* hd = malloc((size_t)N * sizeof(double));
+    rng = 777;
+    for (int64_t i = 0; i < R * N; i++) dw[i] = (float)(urand() - 0.5);
+    for (int64_t a = 0; a < N; a++)
+        for (int64_t b = a; b < N; b++) h[a * N + b] = h[b * N + a] = (a == b ? 2.0 : 0.0) + 0.3 * (urand() - 0.5);
+    for (int64_t a = 0; a < N; a++) hd[a] = h[a * N + a];
+    double ref = 0, refd = 0;
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t a = 0; a < N; a++) {
+            refd += (double)dw[r * N + a] * dw[r * N + a] * hd[a];
+            for (int64_t b = 0; b < N; b++) ref += (double)dw[r * N + a] * h[a * N + b] * dw[r * N + b];
+        }
+    double o = tq_omega(dw, R, N, h, 0), od = tq_omega(dw, R, N, hd, 1);
+    CHECK(fabs(o - ref) <= 1e-12 * fabs(ref), "omega full %.17g vs %.17g", o, ref);
+    CHECK(fabs(od - refd) <= 1e-12 * fabs(refd), "omega diag %.17g vs %.17g", od, refd);
+    free(dw);
+    free(h);
+    free(hd);
+}
+
 int main(void)
 {
+    test_omega();
     test_bruteforce();
     test_large();
     test_table();
