@@ -5,16 +5,19 @@
  * squares scales, means) are reduced as a tree instead of left to right: the stored fp16 can differ
  * from the reference only when the double sum lands within ~1e-16 of an fp32 rounding boundary.
  *
- * Work layout (one kernel launch per call, persistent grid over rows):
- *   rotation codecs (tq, tqr, bin1): a thread block owns one row at a time; each warp owns one rotation
- *     block of d columns (E = d/32 values per lane, or one value per lane on d/1 lanes for d < 32):
- *     signs, Walsh-Hadamard butterflies (in-lane stages, then shuffles), the norm, codes by binary
- *     search over the fp32 boundaries, the least-squares norm, and for tq{b}r{r} the stage-1
- *     reconstruction, residual and stage 2, all in registers. Codes go to shared memory, one byte per
- *     column, and are bit-packed per row at the end (any bit width, tails, unaligned rows).
- *     Rotation signs are computed once per thread block into a shared bit mask.
- *   group codecs (ter, rtn): one warp per group of g columns; int8 / fp16 / bf16 / f32: per row.
- * Dequantize mirrors this: the row's packed codes are staged in shared memory, then per block/group.
+ * Work layout (one kernel launch per call, persistent grid of SMs x resident blocks, 8 warps each):
+ *   rotation codecs (tq, tqr, bin1): a warp task is one full rotation block of g columns of one row
+ *     (E = g/32 values per lane), or a row's whole tail (cols % g, its power-of-two blocks one after the
+ *     other, E = d/32 or one value per lane on d lanes for d < 32). In registers: signs, Walsh-Hadamard
+ *     butterflies (in-lane stages, then shuffles), the norm, codes by binary search over the fp32
+ *     boundaries, the least-squares norm, and for tq{b}r{r} the stage-1 reconstruction, residual and
+ *     stage 2. The task's codes go to a per-warp shared buffer and the warp bit-packs them (a task owns
+ *     whole bytes). Each warp loads its next block while working on this one. Rotation signs are
+ *     computed once per thread block into a shared bit mask; templates per (g, codec) keep registers low.
+ *   rtn: one warp per group (groups start on byte boundaries); ter: a row per block (5-trit bytes
+ *     straddle groups); int8 / fp16 / bf16 / f32: a row per block.
+ * Dequantize mirrors this: rotation codecs per (row, block) task reading each lane's codes straight from
+ * the packed row; rtn 8 columns per thread; ter stages the row's trits in shared memory.
  * Numeric errors (NaN/Inf input, fp16 overflow of a norm, corrupt fp16 scales) are recorded on the
  * device as the smallest row*cols+col and reported by the host after the launch (check = 1). */
 #include <cuda_runtime.h>
@@ -471,43 +474,53 @@ __device__ __forceinline__ void tq_task(int64_t t, int64_t tpr, int64_t* r, int6
     }
 }
 
-/* Quantize, rotation codecs. E = g / 32 (full blocks); a row's tail blocks (cols % g, sizes < g) are one
- * task, run block by block by one warp. Each warp loads the next full block while working on this one. */
-template <int E, int K>
+/* Quantize, rotation codecs. A task is P consecutive full blocks of a row (P = 2: two blocks per warp,
+ * 16 lanes and E = 2g/32 values per lane each, fewer shuffle stages and per-block scalar work per
+ * value; P = 1: E = g/32), or the row's whole tail (cols % g: its power-of-two blocks one after the
+ * other). A lane group whose block is past the row's full blocks runs with lane ids >= 32, so it writes
+ * nothing. Each warp loads its next task's values while working on this one. */
+template <int E, int K, int P>
 __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __grid_constant__ tq_gpu_params p)
 {
     extern __shared__ __align__(16) uint8_t smem[];
     const tq_rot_smem S = tq_rot_smem_setup(p, smem, 1);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int grp = P == 2 ? lane >> 4 : 0, lane_in = P == 2 ? lane & 15 : lane;
     uint8_t* cw0 = S.cw + warp * 512;
     uint8_t* cw1 = cw0 + 256;
-    const int64_t tpr = p.nfull + (p.tail ? 1 : 0);
+    const int64_t nfp = (p.nfull + P - 1) / P;
+    const int64_t tpr = nfp + (p.tail ? 1 : 0);
     const int64_t T = p.rows * tpr;
     const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
     const int b0 = K == TQ_CODEC_BIN1 ? 1 : p.bits;
     int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
     float xn[E];
     if (t < T) {
-        int64_t r, k;
-        tq_task(t, tpr, &r, &k);
-        tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane * E, k < p.nfull);
+        int64_t r, j;
+        tq_task(t, tpr, &r, &j);
+        const int64_t k = j * P + grp;
+        tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane_in * E, j < nfp && k < p.nfull);
     }
     for (; t < T; t += NW) {
-        int64_t r, k;
-        tq_task(t, tpr, &r, &k);
+        int64_t r, j;
+        tq_task(t, tpr, &r, &j);
         float x[E];
 #pragma unroll
         for (int e = 0; e < E; e++) x[e] = xn[e];
         if (t + NW < T) {
-            int64_t rn, kn;
-            tq_task(t + NW, tpr, &rn, &kn);
-            tq_load<E>(xn, p.in, p.in_bf16, rn * p.cols + kn * p.g + lane * E, kn < p.nfull);
+            int64_t rn, jn;
+            tq_task(t + NW, tpr, &rn, &jn);
+            const int64_t kn = jn * P + grp;
+            tq_load<E>(xn, p.in, p.in_bf16, rn * p.cols + kn * p.g + lane_in * E, jn < nfp && kn < p.nfull);
         }
         int base, len;
-        if (k < p.nfull) {
-            base = (int)(k * p.g);
-            len = p.g;
-            tq_quant_rot_block<E, K>(p, S, x, cw0, cw1, r, k, base, p.g, lane);
+        if (j < nfp) {
+            const int64_t k = j * P + grp;
+            const bool live = k < p.nfull;
+            base = (int)(j * P * p.g);
+            len = (int)((p.nfull - j * P < P ? p.nfull - j * P : P) * p.g);
+            tq_quant_rot_block<E, K>(p, S, x, cw0 + grp * p.g, cw1 + grp * p.g, r, live ? k : 0,
+                                     live ? (int)(k * p.g) : 0, p.g, live ? lane_in : lane_in + 32);
         } else {
             base = (int)(p.nfull * p.g);
             len = p.tail;
@@ -602,21 +615,26 @@ __device__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, i
     if (act) tq_store<E>(p.out, p.in_bf16, ro * p.cols + col0, v);
 }
 
-template <int E>
+template <int E, int P>
 __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_rot_kernel(const __grid_constant__ tq_gpu_params p)
 {
     extern __shared__ __align__(16) uint8_t smem[];
     const tq_rot_smem S = tq_rot_smem_setup(p, smem, 0);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int64_t tpr = p.nfull + (p.tail ? 1 : 0);
+    const int grp = P == 2 ? lane >> 4 : 0, lane_in = P == 2 ? lane & 15 : lane;
+    const int64_t nfp = (p.nfull + P - 1) / P;
+    const int64_t tpr = nfp + (p.tail ? 1 : 0);
     const int64_t T = p.rows * tpr;
     const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
     for (int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp; t < T; t += NW) {
-        int64_t ro, k;
-        tq_task(t, tpr, &ro, &k);
+        int64_t ro, j;
+        tq_task(t, tpr, &ro, &j);
         const int64_t rt = ro + p.row0;
-        if (k < p.nfull) {
-            tq_deq_rot_block<E>(p, S, rt, ro, k, (int)(k * p.g), p.g, lane);
+        if (j < nfp) {
+            const int64_t k = j * P + grp;
+            const bool live = k < p.nfull;
+            tq_deq_rot_block<E>(p, S, rt, ro, live ? k : 0, live ? (int)(k * p.g) : 0, p.g,
+                                live ? lane_in : lane_in + 32);
             continue;
         }
         for (int64_t kk = p.nfull; kk < p.nb; kk++) {
@@ -1085,13 +1103,13 @@ static tq_status tq_quant_cuda(cudaStream_t stream, const tq_gpu_params* P, cons
     const int g = P->g;
     if (tq_gpu_is_rot(P->kind)) {
         const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1);
-#define TQ_QROT(E)                                                                                 \
-    (P->kind == TQ_CODEC_TQ    ? tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_TQ>, P, sm, stream, what)  \
-     : P->kind == TQ_CODEC_TQR ? tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_TQR>, P, sm, stream, what) \
-                               : tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_BIN1>, P, sm, stream, what))
-        if (g == 64) return TQ_QROT(2);
-        if (g == 128) return TQ_QROT(4);
-        return TQ_QROT(8);
+#define TQ_QROT(E, NP)                                                                                 \
+    (P->kind == TQ_CODEC_TQ    ? tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_TQ, NP>, P, sm, stream, what)  \
+     : P->kind == TQ_CODEC_TQR ? tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_TQR, NP>, P, sm, stream, what) \
+                               : tq_gpu_launch(tq_quant_rot_kernel<E, TQ_CODEC_BIN1, NP>, P, sm, stream, what))
+        if (g == 64) return TQ_QROT(4, 2);
+        if (g == 128) return TQ_QROT(8, 2);
+        return TQ_QROT(8, 1);
 #undef TQ_QROT
     }
     const size_t sm = P->kind == TQ_CODEC_RTN ? (size_t)TQ_GPU_WARPS * 256
@@ -1106,9 +1124,9 @@ static tq_status tq_deq_cuda(cudaStream_t stream, const tq_gpu_params* P, const 
     const int g = P->g;
     if (tq_gpu_is_rot(P->kind)) {
         const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1);
-        if (g == 64) return tq_gpu_launch(tq_deq_rot_kernel<2>, P, sm, stream, what);
-        if (g == 128) return tq_gpu_launch(tq_deq_rot_kernel<4>, P, sm, stream, what);
-        return tq_gpu_launch(tq_deq_rot_kernel<8>, P, sm, stream, what);
+        if (g == 64) return tq_gpu_launch(tq_deq_rot_kernel<4, 2>, P, sm, stream, what);
+        if (g == 128) return tq_gpu_launch(tq_deq_rot_kernel<8, 2>, P, sm, stream, what);
+        return tq_gpu_launch(tq_deq_rot_kernel<8, 1>, P, sm, stream, what);
     }
     return tq_gpu_launch(tq_deq_plain_kernel, P, P->kind == TQ_CODEC_TER ? tq_align16((size_t)P->cols + 16) : 16,
                          stream, what);

@@ -30,11 +30,15 @@ tq_status tq_kv_codec_parse(const char* name, int qjl, tq_kv_codec* out)
     TQ_RETURN_IF(!name, TQ_ERR_ARG, "KV codec: no name given");
     char buf[32];
     snprintf(buf, sizeof buf, "%s", name);
-    char* plus = strchr(buf, '+');
-    if (plus) {
-        TQ_RETURN_IF(strcmp(plus, "+qjl") != 0, TQ_ERR_ARG, "KV codec '%s': unknown suffix (only +qjl)", name);
+    int nc = 0;
+    for (char* plus = strrchr(buf, '+'); plus; plus = strrchr(buf, '+')) {
+        if (!strcmp(plus, "+qjl"))
+            qjl = 1;
+        else if (!strcmp(plus, "+nc"))
+            nc = 1;
+        else
+            return tq_fail(TQ_ERR_ARG, "KV codec '%s': unknown suffix '%s' (+qjl, +nc)", name, plus);
         *plus = 0;
-        qjl = 1;
     }
     if (!strcmp(buf, "f32") || !strcmp(buf, "fp32")) {
         out->kind = TQ_KV_F32;
@@ -57,13 +61,16 @@ tq_status tq_kv_codec_parse(const char* name, int qjl, tq_kv_codec* out)
     }
     TQ_RETURN_IF(qjl && out->kind != TQ_KV_TQ, TQ_ERR_ARG,
                  "KV codec '%s': the QJL stage applies to tq codecs only", name);
+    TQ_RETURN_IF(nc && out->kind != TQ_KV_TQ, TQ_ERR_ARG, "KV codec '%s': +nc applies to tq codecs only", name);
     out->qjl = qjl ? 1 : 0;
+    out->norm_fix = nc;
     const char* base = out->kind == TQ_KV_F32 ? "f32" : out->kind == TQ_KV_FP16 ? "fp16"
                      : out->kind == TQ_KV_BF16 ? "bf16" : out->kind == TQ_KV_INT8 ? "int8" : NULL;
     if (base)
         snprintf(out->name, sizeof out->name, "%s", base);
     else
-        snprintf(out->name, sizeof out->name, "tq%d%s%s", out->bits, out->split ? ".5" : "", out->qjl ? "+qjl" : "");
+        snprintf(out->name, sizeof out->name, "tq%d%s%s%s", out->bits, out->split ? ".5" : "", out->qjl ? "+qjl" : "",
+                 out->norm_fix ? "+nc" : "");
     return TQ_OK;
 }
 
@@ -159,7 +166,6 @@ struct tq_kv_cache {
     float* work;         /* scratch: 8 * d + lookup tables */
     float* table;        /* d * 256 */
     float* plain;        /* [2][max_tokens x d]: one head of plain-coded K and V decoded for the dot products */
-    int scale_mode;      /* experiment: 0 norm, 1 norm-preserving, 2 least squares (TQ_KV_SCALE) */
 };
 
 static size_t vec_index(const tq_kv_cache* c, int layer, int head, int pos)
@@ -225,8 +231,6 @@ tq_status tq_kv_create(const tq_kv_config* cfg, tq_kv_cache** out)
     tq_kv_cache* c = calloc(1, sizeof *c);
     TQ_RETURN_IF(!c, TQ_ERR_NOMEM, "KV cache: out of memory");
     c->cfg = *cfg;
-    const char* sm = getenv("TQ_KV_SCALE");
-    c->scale_mode = sm ? atoi(sm) : 0;
     tq_status rc = side_init(c, &c->side[0], &cfg->k, 0);
     if (rc == TQ_OK) rc = side_init(c, &c->side[1], &cfg->v, 1);
     int d = cfg->head_dim;
@@ -374,18 +378,16 @@ static void encode_vec(tq_kv_cache* c, kv_side* s, int layer, int head, const fl
         float nrm = (float)sqrt(ss);
         float inv = nrm > 0 ? 1.0f / nrm : 0.0f;
         size_t bit0 = bit;
-        double cc = 0, yc = 0; /* |c|^2 and <y, c> of the chosen centroids */
+        double cc = 0; /* |c|^2 of the chosen centroids */
         for (int j = 0; j < n; j++) {
             int code = nearest(s->bnd[h], k, y[o + j] * inv);
             put_bits(dst + hdr, bit, s->bits[h], (unsigned)code);
             bit += (size_t)s->bits[h];
             double cv = s->cb[h][code];
             cc += cv * cv;
-            yc += cv * y[o + j];
         }
-        float scale = nrm; /* TQ_KV_SCALE_NORM: the paper's ‖x‖ */
-        if (c->scale_mode == 1 && cc > 0) scale = (float)(nrm / sqrt(cc));  /* keeps ‖x̃‖ = ‖x‖ */
-        if (c->scale_mode == 2 && cc > 0) scale = (float)(yc / cc);         /* least squares */
+        float scale = nrm; /* the paper: ‖x‖ */
+        if (s->codec.norm_fix && cc > 0) scale = (float)(nrm / sqrt(cc)); /* +nc: keeps ‖x̃‖ = ‖x‖ */
         uint16_t hn = tq_f32_to_f16(scale);
         float nrm16 = tq_f16_to_f32(hn);
         memcpy(dst + 2 * h, &hn, 2);

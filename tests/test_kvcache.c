@@ -55,7 +55,7 @@ static void test_bytes(void)
         {"tq2", 0, 128, 34},       {"tq3.5", 0, 128, 60},     {"tq2.5", 0, 128, 44},
         {"tq4", 1, 128, 68},       {"tq3", 1, 128, 52},       {"tq2.5", 1, 128, 46},
         {"tq3", 0, 64, 26},        {"tq4", 0, 8, 6},          {"tq2.5", 0, 8, 7},
-        {"tq3.5+qjl", 0, 64, 34},
+        {"tq3.5+qjl", 0, 64, 34},  {"tq4+nc", 0, 128, 66},    {"tq3+qjl+nc", 0, 128, 52},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         tq_kv_codec c = codec(t[i].name, t[i].qjl);
@@ -66,6 +66,8 @@ static void test_bytes(void)
     tq_kv_codec c;
     CHECK(tq_kv_codec_parse("tq5", 0, &c) != TQ_OK, "tq5 must be rejected");
     CHECK(tq_kv_codec_parse("int8", 1, &c) != TQ_OK, "int8+qjl must be rejected");
+    CHECK(tq_kv_codec_parse("fp16+nc", 0, &c) != TQ_OK, "fp16+nc must be rejected");
+    CHECK(tq_kv_codec_parse("tq3+nc+qjl", 0, &c) == TQ_OK && !strcmp(c.name, "tq3+qjl+nc"), "canonical name %s", c.name);
     /* tq2.5 on d=128 is 2.5 bits of codes + 2 norms */
     c = codec("tq2.5", 0);
     CHECK(fabs(tq_kv_bits(&c, 128) - (2.5 + 32.0 / 128)) < 1e-12, "tq2.5 bits %f", tq_kv_bits(&c, 128));
@@ -256,6 +258,7 @@ int main(void)
     test_codec("tq2.5", "tq2.5", 0, 64, 0.1);
     test_codec("tq2.5", "tq2.5", 0, 8, 0.3);
     test_codec("tq4", "tq3", 1, 64, 0.06);
+    test_codec("tq4+nc", "tq3.5+nc", 0, 64, 0.02);
     test_codec("tq3.5", "int8", 1, 128, 0.1);
     test_split_helps();
     test_qjl_unbiased();
