@@ -558,8 +558,12 @@ __device__ __forceinline__ void tq_codes_lane(int (&c)[E], const uint8_t* row, i
         const uint8_t* q = row + (bit0 >> 3);
         sh = (int)(bit0 & 7);
         const int nbytes = (sh + E * b + 7) >> 3;
-        if (E == 4 && b == 4 && sh == 0 && ((uintptr_t)q & 1) == 0) {
+        if (sh == 0 && E * b == 32 && ((uintptr_t)q & 3) == 0) {
+            w = *(const uint32_t*)q;
+        } else if (sh == 0 && E * b == 16 && ((uintptr_t)q & 1) == 0) {
             w = *(const uint16_t*)q;
+        } else if (sh == 0 && E * b == 8) {
+            w = *q;
         } else {
             for (int i = 0; i < nbytes; i++) w |= (uint64_t)q[i] << (8 * i);
         }

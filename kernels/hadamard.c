@@ -103,9 +103,9 @@ static float tq_rot_scale(int d)
     return (float)(1.0 / sqrt((double)d));
 }
 
-void tq_rot_forward_row(float* x, int64_t cols, int g, const float* signs)
+/* The orthonormal Walsh-Hadamard transform of each block of a row (its own inverse). */
+static void tq_rot_blocks(float* x, int64_t cols, int g)
 {
-    for (int64_t j = 0; j < cols; j++) x[j] *= signs[j];
     int64_t nb = tq_rot_nblocks(cols, g);
     for (int64_t k = 0; k < nb; k++) {
         int64_t s;
@@ -117,16 +117,14 @@ void tq_rot_forward_row(float* x, int64_t cols, int g, const float* signs)
     }
 }
 
+void tq_rot_forward_row(float* x, int64_t cols, int g, const float* signs)
+{
+    for (int64_t j = 0; j < cols; j++) x[j] *= signs[j];
+    tq_rot_blocks(x, cols, g);
+}
+
 void tq_rot_inverse_row(float* x, int64_t cols, int g, const float* signs)
 {
-    int64_t nb = tq_rot_nblocks(cols, g);
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t s;
-        int d;
-        tq_rot_block(cols, g, k, &s, &d);
-        tq_fwht(x + s, d);
-        float sc = tq_rot_scale(d);
-        for (int i = 0; i < d; i++) x[s + i] *= sc;
-    }
+    tq_rot_blocks(x, cols, g);
     for (int64_t j = 0; j < cols; j++) x[j] *= signs[j];
 }

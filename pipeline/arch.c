@@ -555,7 +555,8 @@ tq_status tq_arch_from_json_layout(const char* config_json, int fused_experts, t
     json_error_t err;
     json_t* root = json_loads(config_json, JSON_REJECT_DUPLICATES, &err);
     if (!root)
-        return tq_fail(TQ_ERR_FORMAT, "config.json: invalid JSON at line %d column %d: %s", err.line, err.column, err.text);
+        return tq_fail(TQ_ERR_FORMAT, "invalid JSON at line %d column %d: %s; fix the file or use the model's original config.json",
+                       err.line, err.column, err.text);
     tq_arch* a = calloc(1, sizeof *a);
     if (!a) {
         json_decref(root);

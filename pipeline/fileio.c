@@ -35,6 +35,7 @@ tq_status tq_errno_status(int err, const char* what, const char* path)
     const char* hint = "";
     if (s == TQ_ERR_NOSPACE) hint = " (free space or raise the quota, then rerun)";
     else if (err == EACCES || err == EPERM) hint = " (check the permissions)";
+    else if (s == TQ_ERR_NOTFOUND) hint = " (check the path)";
     return tq_fail(s, "%s %s: %s%s", what ? what : "I/O on", path ? path : "(unnamed file)", strerror(err), hint);
 }
 
@@ -76,7 +77,10 @@ tq_status tq_pread_full(int fd, void* buf, size_t n, uint64_t off, const char* p
     return TQ_OK;
 }
 
-tq_status tq_pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const char* path)
+/* The write loop of tq_pwrite_full (positional: pwrite at off + done) and tq_write_full (write at the
+ * descriptor's position): retries short writes and transient errors; a write that keeps returning 0 is
+ * reported as ENOSPC. */
+static tq_status tq_write_loop(int fd, const void* buf, size_t n, int positional, uint64_t off, const char* path)
 {
     const char* p = (const char*)buf;
     size_t done = 0;
@@ -84,7 +88,7 @@ tq_status tq_pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const 
     while (done < n) {
         size_t want = n - done;
         if (want > TQ_IO_MAX_CHUNK) want = TQ_IO_MAX_CHUNK;
-        ssize_t r = pwrite(fd, p + done, want, (off_t)(off + done));
+        ssize_t r = positional ? pwrite(fd, p + done, want, (off_t)(off + done)) : write(fd, p + done, want);
         if (r < 0) {
             int err = errno;
             if (err == EINTR) continue;
@@ -107,35 +111,14 @@ tq_status tq_pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const 
     return TQ_OK;
 }
 
+tq_status tq_pwrite_full(int fd, const void* buf, size_t n, uint64_t off, const char* path)
+{
+    return tq_write_loop(fd, buf, n, 1, off, path);
+}
+
 tq_status tq_write_full(int fd, const void* buf, size_t n, const char* path)
 {
-    const char* p = (const char*)buf;
-    size_t done = 0;
-    int tries = 0;
-    while (done < n) {
-        size_t want = n - done;
-        if (want > TQ_IO_MAX_CHUNK) want = TQ_IO_MAX_CHUNK;
-        ssize_t r = write(fd, p + done, want);
-        if (r < 0) {
-            int err = errno;
-            if (err == EINTR) continue;
-            if (tq_io_transient(err) && ++tries < TQ_IO_TRIES) {
-                tq_io_backoff(tries);
-                continue;
-            }
-            return tq_errno_status(err, "writing", path);
-        }
-        if (r == 0) {
-            if (++tries < TQ_IO_TRIES) {
-                tq_io_backoff(tries);
-                continue;
-            }
-            return tq_errno_status(ENOSPC, "writing", path);
-        }
-        done += (size_t)r;
-        tries = 0;
-    }
-    return TQ_OK;
+    return tq_write_loop(fd, buf, n, 0, 0, path);
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -818,7 +818,7 @@ tq_status tq_job_load(const char* path, const char* launch_dir, const char* run_
     char* text = NULL;
     size_t len = 0;
     tq_status rc = tq_read_file(path, &text, &len);
-    if (rc != TQ_OK) return tq_fail(rc, "cannot read job file %s: %s", path, tq_last_error());
+    if (rc != TQ_OK) return tq_fail(rc, "cannot read the job file: %s", tq_last_error());
     if (strlen(text) != len) {
         free(text);
         return tq_fail(TQ_ERR_FORMAT, "%s: the job file contains a NUL byte; it must be YAML text", path);

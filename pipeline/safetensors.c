@@ -485,7 +485,8 @@ tq_status tq_ckpt_open(const char* path, tq_ckpt** out)
     struct stat st;
     if (stat(path, &st) != 0) {
         int err = errno;
-        return tq_fail(err == ENOENT ? TQ_ERR_NOTFOUND : TQ_ERR_IO, "checkpoint %s: %s", path, strerror(err));
+        return tq_fail(err == ENOENT ? TQ_ERR_NOTFOUND : TQ_ERR_IO, "checkpoint %s: %s; give a Hugging Face checkpoint directory (config.json + *.safetensors) or one .safetensors file",
+                       path, strerror(err));
     }
     tq_ckpt* c = calloc(1, sizeof *c);
     if (!c) return tq_fail(TQ_ERR_NOMEM, "no memory to open %s", path);

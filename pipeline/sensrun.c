@@ -3,6 +3,8 @@
  * See sensrun.h. */
 #include "sensrun.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +33,39 @@ static tensor_kind classify(const tq_tensor_info* t, tq_role role, const char* h
     tq_calib_input_key(t->name, key);
     snprintf(hpath, cap, "%s/%s.hess.zst", hess_dir, key);
     return tq_file_exists(hpath) ? K_MATRIX_H : K_MATRIX_UNIFORM;
+}
+
+/* --hessians DIR must be a directory holding at least one H file: a wrong path would otherwise make every
+ * matrix silently fall back to the uniform (H-less) measure. */
+static tq_status check_hess_dir(const char* dir)
+{
+    if (!dir) return TQ_OK;
+    DIR* d = opendir(dir);
+    if (!d)
+        return tq_fail(TQ_ERR_NOTFOUND, "--hessians %s: %s; give the output directory of `tqpipe calibrate`",
+                       dir, strerror(errno));
+    int found = 0;
+    struct dirent* e;
+    while (!found && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        found = n > 9 && !strcmp(e->d_name + n - 9, ".hess.zst");
+    }
+    closedir(d);
+    if (!found)
+        return tq_fail(TQ_ERR_NOTFOUND, "--hessians %s holds no *.hess.zst file; run `tqpipe calibrate --out %s` first",
+                       dir, dir);
+    return TQ_OK;
+}
+
+/* The tensors must be those config.json describes (names and shapes, in the checkpoint's own expert layout):
+ * a mismatched config would otherwise give a table or checkpoint that fails only later, in eval. */
+static tq_status check_descriptor(const tq_ckpt* ck)
+{
+    tq_arch* la = NULL;
+    tq_status rc = tq_arch_from_ckpt(ck, &la);
+    if (rc == TQ_OK) rc = tq_arch_check_ckpt(la, ck);
+    tq_arch_free(&la);
+    return rc;
 }
 
 static const char* dtype_codec(tq_dtype d)
@@ -307,9 +342,13 @@ tq_status tq_sensitivity_run(const tq_rt* rt, const tq_sens_opts* o, tq_sens_sta
     size_t wcap = 0;
     tq_codec* cod = calloc((size_t)o->n_codecs, sizeof *cod);
     TQ_GOTO_FAIL(!cod, TQ_ERR_NOMEM, agree, "sensitivity: out of memory");
+    TQ_CHECK_GOTO(check_hess_dir(o->hess_dir), agree);
     for (int i = 0; i < o->n_codecs; i++) TQ_CHECK_GOTO(tq_codec_label_parse(o->codecs[i], &cod[i]), agree);
     TQ_CHECK_GOTO(tq_ckpt_open(o->model, &ck), agree);
-    if (tq_ckpt_config_json(ck)) TQ_CHECK_GOTO(tq_arch_from_json(tq_ckpt_config_json(ck), &a), agree);
+    if (tq_ckpt_config_json(ck)) {
+        TQ_CHECK_GOTO(tq_arch_from_json(tq_ckpt_config_json(ck), &a), agree);
+        TQ_CHECK_GOTO(check_descriptor(ck), agree);
+    }
     TQ_CHECK_GOTO(tq_sens_table_create(&local), agree);
 agree:
     rc = tq_rt_agree(rt, rc);
@@ -478,6 +517,7 @@ tq_status tq_apply_plan(const tq_apply_opts* o, tq_apply_stats* st)
     if (!o || !o->model || !o->out_dir || !st || (!o->plan && !o->codec))
         return tq_fail(TQ_ERR_ARG, "apply-plan: missing arguments (model, plan or codec, output)");
     if (o->gptq && !o->hess_dir) return tq_fail(TQ_ERR_ARG, "apply-plan: GPTQ needs the H files (--hessians DIR)");
+    if (check_hess_dir(o->hess_dir) != TQ_OK) return TQ_ERR_NOTFOUND;
     memset(st, 0, sizeof *st);
     double t0 = tq_rt_time();
     tq_status rc = TQ_OK;
@@ -493,6 +533,7 @@ tq_status tq_apply_plan(const tq_apply_opts* o, tq_apply_stats* st)
     TQ_CHECK_GOTO(tq_ckpt_open(o->model, &ck), out);
     TQ_GOTO_FAIL(!tq_ckpt_config_json(ck), TQ_ERR_FORMAT, out, "%s: no config.json", o->model);
     TQ_CHECK_GOTO(tq_arch_from_json(tq_ckpt_config_json(ck), &a), out);
+    TQ_CHECK_GOTO(check_descriptor(ck), out);
     if (o->plan) TQ_CHECK_GOTO(tq_plan_load(o->plan, &plan), out);
     TQ_CHECK_GOTO(tq_st_writer_create_dir(o->out_dir, 0, &wr), out);
     int64_t nt = tq_ckpt_count(ck);

@@ -2,6 +2,7 @@
 #include "status.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char tq_err_msg[2048];
 
@@ -31,7 +32,11 @@ const char* tq_status_str(tq_status s)
 
 tq_status tq_failv(tq_status s, const char* fmt, va_list ap)
 {
-    vsnprintf(tq_err_msg, sizeof tq_err_msg, fmt, ap);
+    /* format into a scratch buffer first: callers may pass tq_last_error() itself as an argument
+     * ("cannot read %s: %s", path, tq_last_error()), and vsnprintf must not read what it writes */
+    char msg[sizeof tq_err_msg];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    memcpy(tq_err_msg, msg, sizeof msg);
     return s;
 }
 

@@ -596,7 +596,8 @@ static int parse_args(int argc, char** argv, inspect_opts* o)
 static tq_status check_layout(const char* path)
 {
     struct stat st;
-    if (stat(path, &st) != 0) return tq_fail(TQ_ERR_NOTFOUND, "%s: %s", path, strerror(errno));
+    if (stat(path, &st) != 0)
+        return tq_fail(TQ_ERR_NOTFOUND, "%s: %s; give a checkpoint directory or a .safetensors file", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return TQ_OK;
     size_t n = strlen(path);
     if (n >= 12 && !strcmp(path + n - 12, ".safetensors")) return TQ_OK;
