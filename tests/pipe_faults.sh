@@ -38,7 +38,7 @@ M=$W/tmpfs
 mkdir -p "$M"
 # ingest only on the normal disk, then the run dir onto a tmpfs just large enough for it
 sed '/^  quantize:/,$d' "$JOB" > "$W/ingest.yaml"
-"$BIN" run "$W/ingest.yaml" --run-dir "$R" > /dev/null 2>&1
+"$BIN" run "$W/ingest.yaml" --run-dir "$R" > "$W/ingest.log" 2>&1 || { bad "disk full: the ingest-only run failed"; tail -20 "$W/ingest.log"; }
 cp "$JOB" "$R/job.yaml"
 used=$(du -sk "$R" | awk '{print $1}')
 how=""
@@ -51,7 +51,7 @@ if mount -t tmpfs -o size=$((used + 96))k tqpipe-test "$M" 2>/dev/null; then
   grep -Eq "(failed|interrupted)" "$W/full.status" && ok "disk full: status shows the failed stage" || { bad "disk full: status"; cat "$W/full.status"; }
   mount -o remount,size=64m "$M"
   $MPI -np 2 "$BIN" resume "$M" > "$W/full.resume.log" 2>&1 || { bad "disk full: resume after growing the tmpfs"; tail -20 "$W/full.resume.log"; }
-  grep -q "recomputed" "$W/full.resume.log" && ok "disk full: resumed after space was freed"
+  grep -q "recomputed" "$W/full.resume.log" && ok "disk full: resumed after space was freed" || bad "disk full: no resume summary"
   same_as_base "$M" "disk full + resume"
   umount "$M"
 else

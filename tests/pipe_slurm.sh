@@ -35,7 +35,7 @@ R=$W/s1
 "$BIN" submit "$JOB" --run-dir "$R" > "$R.submit" 2>&1 || { bad "submit"; cat "$R.submit"; }
 [ "$(grep -c ' job [0-9]* *log ' "$R.submit")" = 4 ] && ok "submit: 4 chained jobs with ids and log paths" || { bad "submit output"; cat "$R.submit"; }
 grep -q -- "--kill-on-invalid-dep\|afterok" "$R"/slurm/03-quantize.sbatch && bad "dependency must be on the sbatch command line, not in the script" || true
-grep -q "^#SBATCH --ntasks" "$R"/slurm/00-ingest.sbatch || true
+grep -q "^#SBATCH --ntasks=2 " "$R"/slurm/00-ingest.sbatch && ok "sbatch script asks for the job's 2 tasks" || bad "no '#SBATCH --ntasks=2' line"
 grep -q "^srun -l -u --mpi=pmix --kill-on-bad-exit=1 " "$R"/slurm/03-quantize.sbatch && ok "scripts launch with srun --mpi=pmix --kill-on-bad-exit=1" || bad "srun line"
 (unset SLURM_JOB_ID; bash "$R"/slurm/03-quantize.sbatch > "$W/outside.log" 2>&1); rc=$?
 [ $rc -ne 0 ] && grep -q "sbatch" "$W/outside.log" && ok "a stage script refuses to run outside Slurm (exit $rc)" || bad "outside-Slurm guard"
