@@ -42,6 +42,10 @@ extern "C" {
 #define TQ_GPU_FULL 0xffffffffu
 #define TQ_GPU_NOERR 0xffffffffffffffffull
 #define TQ_GPU_SMEM_MAX (200 * 1024)
+/* resident blocks per SM asked of the quantize kernels of the rotation codecs (caps their registers) */
+#ifndef TQ_GPU_QROT_MINB
+#define TQ_GPU_QROT_MINB 3
+#endif
 
 /* err[] slots */
 #define TQ_GPU_ERR_NAN 0
@@ -118,6 +122,7 @@ __device__ __forceinline__ void tq_err_min(unsigned long long* err, int slot, un
 
 __device__ __forceinline__ double tq_wsum(double v, int L)
 {
+#pragma unroll
     for (int m = L >> 1; m >= 1; m >>= 1) v += __shfl_xor_sync(TQ_GPU_FULL, v, m);
     return v;
 }
@@ -133,7 +138,18 @@ __device__ __forceinline__ void tq_load(float (&x)[E], const void* base, int bf1
     }
     if (bf16) {
         const uint16_t* p = (const uint16_t*)base + off;
-        if (E >= 4 && ((uintptr_t)p & 7) == 0) {
+        if (E >= 8 && ((uintptr_t)p & 15) == 0) {
+#pragma unroll
+            for (int c = 0; c < E; c += 8) {
+                const uint4 v = *(const uint4*)(p + c);
+                const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    x[c + 2 * i] = __uint_as_float(w[i] << 16);
+                    x[c + 2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+                }
+            }
+        } else if (E >= 4 && ((uintptr_t)p & 7) == 0) {
 #pragma unroll
             for (int c = 0; c < E; c += 4) {
                 uint2 v = *(const uint2*)(p + c);
@@ -170,7 +186,17 @@ __device__ __forceinline__ void tq_store(void* base, int bf16, int64_t off, cons
 {
     if (bf16) {
         uint16_t* p = (uint16_t*)base + off;
-        if (E >= 4 && ((uintptr_t)p & 7) == 0) {
+        if (E >= 8 && ((uintptr_t)p & 15) == 0) {
+#pragma unroll
+            for (int c = 0; c < E; c += 8) {
+                uint4 o;
+                o.x = tq_f32x2_to_bf16x2_d(v[c], v[c + 1]);
+                o.y = tq_f32x2_to_bf16x2_d(v[c + 2], v[c + 3]);
+                o.z = tq_f32x2_to_bf16x2_d(v[c + 4], v[c + 5]);
+                o.w = tq_f32x2_to_bf16x2_d(v[c + 6], v[c + 7]);
+                *(uint4*)(p + c) = o;
+            }
+        } else if (E >= 4 && ((uintptr_t)p & 7) == 0) {
 #pragma unroll
             for (int c = 0; c < E; c += 4) {
                 uint2 o;
@@ -209,6 +235,7 @@ __device__ __forceinline__ void tq_fwht_lanes(float (&v)[E], int lane, int L)
                 v[i] = tq_fadd(a, b);
                 v[i + h] = tq_fsub(a, b);
             }
+#pragma unroll
     for (int m = 1; m < L; m <<= 1) {
         const uint32_t hi = (lane & m) ? 1u : 0u;
 #pragma unroll
@@ -304,8 +331,9 @@ __device__ tq_rot_smem tq_rot_smem_setup(const tq_gpu_params& p, uint8_t* smem, 
             S.cbs[st].cb[di][j] = c;
             S.cbs[st].cbd[di][j] = tq_f2d(c);
             S.cbs[st].cbsq[di][j] = tq_f2d(c) * tq_f2d(c);
-            if (quantize && j + 1 < n) S.cbs[st].bnd[di][j] = p.cbs[st].bnd[di][j];
         }
+        if (quantize)
+            for (int i = threadIdx.x; i < p.ndist * 16; i += blockDim.x) S.cbs[st].bnd[i >> 4][i & 15] = p.cbs[st].bnd[i >> 4][i & 15];
     }
     __syncthreads();
     return S;
@@ -316,8 +344,8 @@ __device__ tq_rot_smem tq_rot_smem_setup(const tq_gpu_params& p, uint8_t* smem, 
  * every shuffle (tiny-norm blocks included), so partial warps (d < 32) stay converged. */
 template <int E>
 __device__ __forceinline__ void tq_stage_block(const tq_gpu_params& p, const float (&y)[E], float (&rec)[E],
-                                               const tq_cbs_s& C, int ci, int bits, uint8_t* cw, uint8_t* norms_row,
-                                               int64_t k, int s, int64_t r, int lane, int L)
+                                               int (&code)[E], const tq_cbs_s& C, int ci, int bits,
+                                               uint8_t* norms_row, int64_t k, int s, int64_t r, int lane, int L)
 {
     double yd[E];
     double n2 = 0.0;
@@ -334,15 +362,18 @@ __device__ __forceinline__ void tq_stage_block(const tq_gpu_params& p, const flo
     const bool valid = !tq_flt(n, 1e-30f);
     const float inv = tq_fdiv(1.0f, valid ? n : 1.0f);
     const float* bnd = C.bnd[ci];
-    int code[E];
+    const float b3 = bnd[3], b7 = bnd[7], b11 = bnd[11]; /* the first two steps from registers */
+    const int shr = 4 - bits;
     double dot = 0.0, cc = 0.0;
 #pragma unroll
     for (int e = 0; e < E; e++) {
         const float u = tq_fmul(y[e], inv);
-        int c = 0;
-        for (int step = 1 << (bits - 1); step; step >>= 1)
-            if (tq_fgt(u, bnd[c + step - 1])) c += step;
-        c = valid ? c : 0;
+        /* fixed 4-step search over the 15 extended boundaries (see tq_gpu_params_init) */
+        int c = tq_fgt(u, b7) ? 8 : 0;
+        c += tq_fgt(u, c ? b11 : b3) ? 4 : 0;
+        c += tq_fgt(u, bnd[c + 1]) ? 2 : 0;
+        c += tq_fgt(u, bnd[c]) ? 1 : 0;
+        c = valid ? c >> shr : 0;
         code[e] = c;
         dot += yd[e] * C.cbd[ci][c];
         cc += C.cbsq[ci][c];
@@ -358,21 +389,47 @@ __device__ __forceinline__ void tq_stage_block(const tq_gpu_params& p, const flo
     }
     if (lane == 0) ((uint16_t*)norms_row)[k] = h;
     const float nf = tq_f16_to_f32_d(h);
-    if (lane < L) {
-#pragma unroll
-        for (int e = 0; e < E; e++) cw[lane * E + e] = (uint8_t)code[e];
-    }
     const float* cb = C.cb[ci];
 #pragma unroll
     for (int e = 0; e < E; e++) rec[e] = tq_fmul(nf, cb[code[e]]);
 }
 
-/* Quantize one rotation block (columns [s, s + d)) of row r from x (E values per lane, loaded):
- * codes to cw0 / cw1 (block-relative), norms / scales to global. */
-template <int E, int K>
-__device__ __forceinline__ void tq_quant_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, const float (&x)[E], uint8_t* cw0,
-                                   uint8_t* cw1, int64_t r, int64_t k, int s, int d, int lane)
+/* A lane's E codes: dst != NULL (E * b a multiple of 8): packed straight into the row dst at column
+ * col0 (bit col0 * b, little-endian fields, as tq_pack_warp); else one byte each into the warp buffer cw
+ * (block-relative) for tq_pack_warp. */
+template <int E>
+__device__ __forceinline__ void tq_emit_codes(const int (&code)[E], uint8_t* cw, uint8_t* dst, int col0, int b,
+                                              int lane, bool act)
 {
+    if (!act) return;
+    if (dst) {
+        uint64_t w = 0;
+#pragma unroll
+        for (int e = 0; e < E; e++) w |= (uint64_t)code[e] << (e * b);
+        uint8_t* q = dst + (((int64_t)col0 * b) >> 3);
+        const int nbytes = (E * b) >> 3;
+        if (nbytes == 4 && ((uintptr_t)q & 3) == 0) {
+            *(uint32_t*)q = (uint32_t)w;
+        } else if (nbytes == 2 && ((uintptr_t)q & 1) == 0) {
+            *(uint16_t*)q = (uint16_t)w;
+        } else {
+            for (int i = 0; i < nbytes; i++) q[i] = (uint8_t)(w >> (8 * i));
+        }
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < E; e++) cw[lane * E + e] = (uint8_t)code[e];
+}
+
+/* Quantize one rotation block (columns [s, s + d)) of row r from x (E values per lane, loaded):
+ * codes to cw0 / cw1 (block-relative) or, dst0 / dst1 != NULL, straight into the packed rows; norms /
+ * scales to global. DC: the block size when known at compile time (full blocks), else 0. */
+template <int E, int K, int DC>
+__device__ __forceinline__ void tq_quant_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, const float (&x)[E], uint8_t* cw0,
+                                   uint8_t* cw1, uint8_t* dst0, uint8_t* dst1, int64_t r, int64_t k, int s, int d_,
+                                   int lane)
+{
+    const int d = DC ? DC : d_;
     const int L = d / E;
     const bool act = lane < L;
     const int col0 = s + (act ? lane : 0) * E;
@@ -401,20 +458,25 @@ __device__ __forceinline__ void tq_quant_rot_block(const tq_gpu_params& p, const
             ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = h;
         }
         if (act) {
+            int code[E];
 #pragma unroll
-            for (int e = 0; e < E; e++) cw0[lane * E + e] = (uint8_t)(tq_flt(y[e], 0.0f) ? 0 : 1);
+            for (int e = 0; e < E; e++) code[e] = tq_flt(y[e], 0.0f) ? 0 : 1;
+            tq_emit_codes<E>(code, cw0, dst0, col0, 1, lane, act);
         }
         return;
     }
     const int ci = p.size_idx[li];
     float rec[E];
-    tq_stage_block<E>(p, y, rec, S.cbs[0], ci, p.bits, cw0, p.part[1] + r * p.row_bytes[1], k, s, r, lane, L);
+    int code[E];
+    tq_stage_block<E>(p, y, rec, code, S.cbs[0], ci, p.bits, p.part[1] + r * p.row_bytes[1], k, s, r, lane, L);
+    tq_emit_codes<E>(code, cw0, dst0, col0, p.bits, lane, act);
     if (K != TQ_CODEC_TQR) return;
     tq_rot_inv<E>(rec, S.sg0, col0, lane, L, sc);
 #pragma unroll
     for (int e = 0; e < E; e++) y[e] = tq_fsub(x[e], rec[e]);
     tq_rot_fwd<E>(y, S.sg1, col0, lane, L, sc);
-    tq_stage_block<E>(p, y, rec, S.cbs[1], ci, p.rbits, cw1, p.part[4] + r * p.row_bytes[4], k, s, r, lane, L);
+    tq_stage_block<E>(p, y, rec, code, S.cbs[1], ci, p.rbits, p.part[4] + r * p.row_bytes[4], k, s, r, lane, L);
+    tq_emit_codes<E>(code, cw1, dst1, col0, p.rbits, lane, act);
 }
 
 /* A tail block: load, then quantize. */
@@ -425,7 +487,7 @@ __device__ __noinline__ void tq_quant_tail_block(const tq_gpu_params& p, const t
     float x[E];
     const bool act = lane < d / E;
     tq_load<E>(x, p.in, p.in_bf16, r * p.cols + s + (act ? lane : 0) * E, act);
-    tq_quant_rot_block<E, K>(p, S, x, cw0, cw1, r, k, s, d, lane);
+    tq_quant_rot_block<E, K, 0>(p, S, x, cw0, cw1, NULL, NULL, r, k, s, d, lane);
 }
 
 /* Pack len codes of the warp's buffer cw (one byte each) into dst as b-bit fields (b = 1..8). The
@@ -480,7 +542,7 @@ __device__ __forceinline__ void tq_task(int64_t t, int64_t tpr, int64_t* r, int6
  * other). A lane group whose block is past the row's full blocks runs with lane ids >= 32, so it writes
  * nothing. Each warp loads its next task's values while working on this one. */
 template <int E, int K, int P>
-__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __grid_constant__ tq_gpu_params p)
+__global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_QROT_MINB) tq_quant_rot_kernel(const __grid_constant__ tq_gpu_params p)
 {
     extern __shared__ __align__(16) uint8_t smem[];
     const tq_rot_smem S = tq_rot_smem_setup(p, smem, 1);
@@ -493,6 +555,9 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __gr
     const int64_t T = p.rows * tpr;
     const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
     const int b0 = K == TQ_CODEC_BIN1 ? 1 : p.bits;
+    /* full blocks: codes packed in registers and stored directly when a lane's E codes fill whole bytes */
+    const bool direct0 = ((E * b0) & 7) == 0;
+    const bool direct1 = K == TQ_CODEC_TQR && ((E * p.rbits) & 7) == 0;
     int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
     float xn[E];
     if (t < T) {
@@ -519,8 +584,11 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __gr
             const bool live = k < p.nfull;
             base = (int)(j * P * p.g);
             len = (int)((p.nfull - j * P < P ? p.nfull - j * P : P) * p.g);
-            tq_quant_rot_block<E, K>(p, S, x, cw0 + grp * p.g, cw1 + grp * p.g, r, live ? k : 0,
-                                     live ? (int)(k * p.g) : 0, p.g, live ? lane_in : lane_in + 32);
+            uint8_t* d0 = direct0 ? p.part[0] + r * p.row_bytes[0] : NULL;
+            uint8_t* d1 = direct1 ? p.part[3] + r * p.row_bytes[3] : NULL;
+            tq_quant_rot_block<E, K, E * 32 / P>(p, S, x, cw0 + grp * p.g, cw1 + grp * p.g, d0, d1, r, live ? k : 0,
+                                                 live ? (int)(k * p.g) : 0, p.g, live ? lane_in : lane_in + 32);
+            if (direct0 && (K != TQ_CODEC_TQR || direct1)) continue;
         } else {
             base = (int)(p.nfull * p.g);
             len = p.tail;
@@ -540,8 +608,8 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_rot_kernel(const __gr
             }
         }
         __syncwarp();
-        tq_pack_warp(p.part[0] + r * p.row_bytes[0] + (size_t)base * b0 / 8, cw0, len, b0, lane);
-        if (K == TQ_CODEC_TQR)
+        if (!direct0 || j >= nfp) tq_pack_warp(p.part[0] + r * p.row_bytes[0] + (size_t)base * b0 / 8, cw0, len, b0, lane);
+        if (K == TQ_CODEC_TQR && (!direct1 || j >= nfp))
             tq_pack_warp(p.part[3] + r * p.row_bytes[3] + (size_t)base * p.rbits / 8, cw1, len, p.rbits, lane);
         __syncwarp();
     }
@@ -574,10 +642,11 @@ __device__ __forceinline__ void tq_codes_lane(int (&c)[E], const uint8_t* row, i
 }
 
 /* Dequantize one rotation block of tensor row rt into output row ro. */
-template <int E>
-__device__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, int64_t rt, int64_t ro, int64_t k,
-                                 int s, int d, int lane)
+template <int E, int DC = 0>
+__device__ __forceinline__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, int64_t rt, int64_t ro,
+                                                 int64_t k, int s, int d_, int lane)
 {
+    const int d = DC ? DC : d_;
     const int L = d / E;
     const bool act = lane < L;
     const int col0 = s + (act ? lane : 0) * E;
@@ -637,7 +706,7 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_rot_kernel(const __grid
         if (j < nfp) {
             const int64_t k = j * P + grp;
             const bool live = k < p.nfull;
-            tq_deq_rot_block<E>(p, S, rt, ro, live ? k : 0, live ? (int)(k * p.g) : 0, p.g,
+            tq_deq_rot_block<E, E * 32 / P>(p, S, rt, ro, live ? k : 0, live ? (int)(k * p.g) : 0, p.g,
                                 live ? lane_in : lane_in + 32);
             continue;
         }
@@ -725,8 +794,11 @@ __device__ __forceinline__ void tq_argmin_merge(float& v, int& i, float ov, int 
     }
 }
 
+/* Quantize group k of row r (one warp, E values per lane). Returns true when the codes were packed
+ * straight into the row (rtn, full group, a lane's E codes fill whole bytes), false when they are in
+ * codes_g (one byte each) for the caller to pack. */
 template <int E>
-__device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t r, int64_t k, int lane)
+__device__ bool tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t r, int64_t k, int lane)
 {
     const int64_t s = k * p.g;
     const int n = (int)(p.cols - s < p.g ? p.cols - s : p.g);
@@ -754,7 +826,24 @@ __device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t
     }
     if (p.kind == TQ_CODEC_RTN) {
         const int maxq = (1 << p.bits) - 1;
-        float lo = x[0], hi = x[0];
+        /* min / max by value (2 shuffles a step); equal values have equal bits except +0 / -0, so when
+         * the min or the max is zero, redo it keeping the reference's first index (its zero's sign) */
+        float lo = i0 < n ? x[0] : INFINITY, hi = i0 < n ? x[0] : -INFINITY;
+#pragma unroll
+        for (int e = 1; e < E; e++)
+            if (i0 + e < n) {
+                if (tq_flt(x[e], lo)) lo = x[e];
+                if (tq_fgt(x[e], hi)) hi = x[e];
+            }
+#pragma unroll
+        for (int m = 16; m >= 1; m >>= 1) {
+            const float ol = __shfl_xor_sync(TQ_GPU_FULL, lo, m), oh = __shfl_xor_sync(TQ_GPU_FULL, hi, m);
+            if (tq_flt(ol, lo)) lo = ol;
+            if (tq_fgt(oh, hi)) hi = oh;
+        }
+        const bool lo0 = !tq_flt(lo, 0.0f) && !tq_fgt(lo, 0.0f), hi0 = !tq_flt(hi, 0.0f) && !tq_fgt(hi, 0.0f);
+        if (lo0 || hi0) {
+        lo = x[0], hi = x[0];
         int ilo = i0 < n ? i0 : 1 << 30, ihi = ilo;
         if (!(i0 < n)) lo = hi = 0.0f;
 #pragma unroll
@@ -773,6 +862,7 @@ __device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t
                 if (ihi >= (1 << 30)) { hi = oh; ihi = oih; } else tq_argmin_merge(hi, ihi, oh, oih, true);
             }
         }
+        }
         const float scr = tq_fdiv(tq_fsub(hi, lo), (float)maxq);
         const uint16_t hs = tq_f32_to_f16_d(scr), hm = tq_f32_to_f16_d(lo);
         if (lane == 0) {
@@ -782,16 +872,25 @@ __device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t
             ((uint16_t*)(p.part[2] + r * p.row_bytes[2]))[k] = hm;
         }
         const float scf = tq_f16_to_f32_d(hs), mnf = tq_f16_to_f32_d(hm);
+        const bool pos = tq_fgt(scf, 0.0f);
+        int code[E];
 #pragma unroll
         for (int e = 0; e < E; e++) {
             int c = 0;
-            if (tq_fgt(scf, 0.0f)) {
+            if (pos) {
                 const float v = tq_ffloor(tq_fadd(tq_fdiv(tq_fsub(x[e], mnf), scf), 0.5f));
                 c = tq_fle(v, 0.0f) ? 0 : tq_fge(v, (float)maxq) ? maxq : (int)v;
             }
-            if (i0 + e < n) codes_g[i0 + e] = (uint8_t)c;
+            code[e] = c;
         }
-        return;
+        if (n == p.g && ((E * p.bits) & 7) == 0) {
+            tq_emit_codes<E>(code, NULL, p.part[0] + r * p.row_bytes[0], (int)s + i0, p.bits, lane, true);
+            return true;
+        }
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            if (i0 + e < n) codes_g[i0 + e] = (uint8_t)code[e];
+        return false;
     }
     /* ter */
     double a = 0.0;
@@ -827,6 +926,7 @@ __device__ void tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t
             tq_err_min(p.err, TQ_GPU_ERR_OVF, (unsigned long long)r * (unsigned long long)p.cols + s);
         ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = h;
     }
+    return false;
 }
 
 __device__ __forceinline__ float tq_load1(const tq_gpu_params& p, int64_t off)
@@ -847,7 +947,7 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_plain_kernel(const __
         for (int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp; t < T; t += NW) {
             int64_t r, k;
             tq_task(t, p.ng, &r, &k);
-            tq_quant_group<E>(p, cw, r, k, lane);
+            if (tq_quant_group<E>(p, cw, r, k, lane)) continue;
             __syncwarp();
             const int64_t s = k * p.g;
             const int n = (int)(p.cols - s < p.g ? p.cols - s : p.g);
@@ -1066,7 +1166,12 @@ static tq_status tq_gpu_params_init(tq_gpu_params* P, const tq_qtensor* q, uint8
             for (int i = 0; i < P->ndist; i++) {
                 float* cb = P->cbs[st].cb[i];
                 TQ_FORWARD(tq_lloydmax_unit_f32(TQ_LAW_BETA, sizes[i], bits, cb));
-                for (int j = 0; j + 1 < n; j++) P->cbs[st].bnd[i][j] = 0.5f * (cb[j] + cb[j + 1]);
+                /* 15 boundaries for a fixed 4-step search: each of the n - 1 real ones repeated 16 / n times,
+                 * then +inf; the search counts the entries below u, so the code is that count / (16 / n). */
+                const int m = 16 / n;
+                for (int j = 0; j < 15; j++)
+                    P->cbs[st].bnd[i][j] = j / m < n - 1 ? 0.5f * (cb[j / m] + cb[j / m + 1]) : INFINITY;
+                P->cbs[st].bnd[i][15] = INFINITY;
             }
         }
     }

@@ -68,6 +68,7 @@ typedef struct {
     tq_kv_codec k, v;
     uint64_t seed;     /* rotations and QJL matrices */
     int layer_offset;  /* global index of local layer 0 (seeds depend on the global layer) */
+    size_t state_floats; /* recurrent state (hybrid models' linear-attention layers), 0: none; see tq_kv_state */
 } tq_kv_config;
 
 typedef struct tq_kv_cache tq_kv_cache;
@@ -89,6 +90,13 @@ tq_status tq_kv_append(tq_kv_cache* c, int layer, const float* k, const float* v
  * cached positions 0..pos0+t; the layer must hold at least pos0+T tokens). out [T x n_heads*head_dim].
  * scores are multiplied by `scale` before the softmax. */
 tq_status tq_kv_attend(tq_kv_cache* c, int layer, const float* q, int T, int pos0, float scale, float* out);
+
+/* Per-sequence recurrent state of the linear-attention layers of hybrid models (Qwen3.5 / Qwen3-Next,
+ * layout chosen by pipeline/model.c): cfg.state_floats floats owned by the cache, zeroed by tq_kv_create
+ * and tq_kv_reset, so one reset forgets a sequence in both kinds of layer. Not counted in
+ * tq_kv_bytes_per_token (its size does not grow with the sequence). NULL when state_floats is 0. */
+float* tq_kv_state(tq_kv_cache* c);
+size_t tq_kv_state_floats(const tq_kv_cache* c);
 
 /* Tests: the decoded vector (K when which == 0, V when 1) of (layer, kv head, position) [head_dim]. */
 tq_status tq_kv_dequant(const tq_kv_cache* c, int layer, int which, int head, int pos, float* out);

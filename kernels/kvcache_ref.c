@@ -166,6 +166,7 @@ struct tq_kv_cache {
     float* work;         /* scratch: 8 * d + lookup tables */
     float* table;        /* d * 256 */
     float* plain;        /* [2][max_tokens x d]: one head of plain-coded K and V decoded for the dot products */
+    float* state;        /* [cfg.state_floats] recurrent state (hybrid models), NULL when none */
 };
 
 static size_t vec_index(const tq_kv_cache* c, int layer, int head, int pos)
@@ -242,6 +243,10 @@ tq_status tq_kv_create(const tq_kv_config* cfg, tq_kv_cache** out)
         c->plain = malloc((size_t)2 * cfg->max_tokens * d * sizeof(float));
         if (!c->len || !c->scores || !c->work || !c->table || !c->plain) rc = tq_fail(TQ_ERR_NOMEM, "KV cache: out of memory");
     }
+    if (rc == TQ_OK && cfg->state_floats > 0) {
+        c->state = calloc(cfg->state_floats, sizeof(float));
+        if (!c->state) rc = tq_fail(TQ_ERR_NOMEM, "KV cache: out of memory (recurrent state, %zu floats)", cfg->state_floats);
+    }
     if (rc != TQ_OK) {
         tq_kv_free(&c);
         return rc;
@@ -266,6 +271,7 @@ void tq_kv_free(tq_kv_cache** pc)
     free(c->work);
     free(c->table);
     free(c->plain);
+    free(c->state);
     free(c);
     *pc = NULL;
 }
@@ -277,6 +283,17 @@ void tq_kv_reset(tq_kv_cache* c)
         for (int w = 0; w < 2; w++)
             if (c->side[w].calibrated) c->side[w].calibrated[l] = 0;
     }
+    if (c->state) memset(c->state, 0, c->cfg.state_floats * sizeof(float));
+}
+
+float* tq_kv_state(tq_kv_cache* c)
+{
+    return c->state;
+}
+
+size_t tq_kv_state_floats(const tq_kv_cache* c)
+{
+    return c->state ? c->cfg.state_floats : 0;
 }
 
 int tq_kv_len(const tq_kv_cache* c, int layer)

@@ -11,6 +11,7 @@
 
 #include "artifact.h" // defines: tq_artifact_open, tq_artifact_dequantize
 #include "ckpt.h"     // defines: tq_ckpt_open, tq_ckpt_read_f32
+#include "deltanet.h" // defines: tq_causal_conv1d_silu_ref, tq_gated_delta_rule_ref (hybrid families)
 
 // ------------------------------------------------------------------------------------------------
 // weight source: Hugging Face checkpoint
@@ -239,6 +240,12 @@ typedef struct {
     int moe;
     float* router;                 /* [E x hidden] */
     float **e_gate, **e_up, **e_down;
+    float *fused_gu, *fused_down;  /* fused experts [E x 2*Im x h], [E x h x Im]; e_* point into them */
+    float *s_gate, *s_up, *s_down, *s_egate; /* shared expert + its sigmoid gate [1 x h] */
+    /* hybrid families */
+    int lin;                       /* 1: Gated DeltaNet layer, 0: (gated) full attention */
+    float *w_qkv, *w_z, *w_b, *w_a; /* qwen3_5: in_proj_qkv / z / b / a; qwen3_next: w_qkv = in_proj_qkvz, w_b = in_proj_ba */
+    float *conv_w, *A_log, *dt_bias, *lin_norm, *w_out;
 } layer_w;
 
 struct tq_model {
@@ -254,6 +261,13 @@ struct tq_model {
     size_t bytes;
     tq_linear_observer obs; /* calibration hook (pipeline/calib.h), NULL when unset */
     void* obs_ctx;
+    /* hybrid families (qwen3_5, qwen3_5_moe, qwen3_next) */
+    int hybrid, next_layout, norm_plus1, out_gate;
+    int Hk, Hv, dk, dv, ck, conv_dim;
+    int* kv_index;        /* [l1 - l0]: local KV-cache layer of a full-attention layer, -1 for linear ones */
+    size_t* state_off;    /* [l1 - l0]: offset of a linear layer's state in tq_kv_state() */
+    size_t state_floats;  /* per sequence: sum over local linear layers of 1 + (K-1)*conv_dim + Hv*dk*dv */
+    int n_kv_local, kv_offset;
 };
 
 static tq_status load_tensor(tq_model* m, tq_wsource* src, const char* name, int64_t rows, int64_t cols, float** out)
@@ -278,6 +292,15 @@ static tq_status load_tensor(tq_model* m, tq_wsource* src, const char* name, int
         }
     m->bytes += n * sizeof(float);
     *out = p;
+    return TQ_OK;
+}
+
+/* A norm weight; Qwen3.5 / Qwen3-Next store the zero-centered form (the norm multiplies by 1 + w). */
+static tq_status load_norm(tq_model* m, tq_wsource* src, const char* name, int64_t n, float** out)
+{
+    TQ_FORWARD(load_tensor(m, src, name, 1, n, out));
+    if (m->norm_plus1)
+        for (int64_t i = 0; i < n; i++) (*out)[i] += 1.0f;
     return TQ_OK;
 }
 
@@ -327,11 +350,26 @@ static void free_layer(layer_w* L, int n_experts)
     free(L->w_up);
     free(L->w_down);
     free(L->router);
-    for (int e = 0; L->e_gate && e < n_experts; e++) {
+    for (int e = 0; L->e_gate && !L->fused_gu && e < n_experts; e++) {
         free(L->e_gate[e]);
         free(L->e_up[e]);
         free(L->e_down[e]);
     }
+    free(L->fused_gu);
+    free(L->fused_down);
+    free(L->s_gate);
+    free(L->s_up);
+    free(L->s_down);
+    free(L->s_egate);
+    free(L->w_qkv);
+    free(L->w_z);
+    free(L->w_b);
+    free(L->w_a);
+    free(L->conv_w);
+    free(L->A_log);
+    free(L->dt_bias);
+    free(L->lin_norm);
+    free(L->w_out);
     free(L->e_gate);
     free(L->e_up);
     free(L->e_down);
@@ -348,15 +386,39 @@ static tq_status load_layer(tq_model* m, tq_wsource* src, int l, layer_w* L)
         snprintf(n, sizeof n, "%slayers.%d.%s", p, l, suffix);                                         \
         TQ_FORWARD(load_tensor(m, src, n, rows, cols, &L->field));                                     \
     } while (0)
-    LT(attn_norm, "input_layernorm.weight", 1, h);
-    LT(ffn_norm, "post_attention_layernorm.weight", 1, h);
-    LT(wq, "self_attn.q_proj.weight", qd, h);
+#define LN(field, suffix, cols)                                                                        \
+    do {                                                                                               \
+        snprintf(n, sizeof n, "%slayers.%d.%s", p, l, suffix);                                         \
+        TQ_FORWARD(load_norm(m, src, n, cols, &L->field));                                             \
+    } while (0)
+    LN(attn_norm, "input_layernorm.weight", h);
+    LN(ffn_norm, "post_attention_layernorm.weight", h);
+    L->lin = m->hybrid && a->layer_types[l] == TQ_LAYER_LINEAR_ATTN;
+    if (L->lin) {
+        int64_t kdl = (int64_t)m->Hk * m->dk, vdl = (int64_t)m->Hv * m->dv;
+        if (m->next_layout) {
+            LT(w_qkv, "linear_attn.in_proj_qkvz.weight", 2 * kdl + 2 * vdl, h);
+            LT(w_b, "linear_attn.in_proj_ba.weight", 2 * (int64_t)m->Hv, h);
+        } else {
+            LT(w_qkv, "linear_attn.in_proj_qkv.weight", 2 * kdl + vdl, h);
+            LT(w_z, "linear_attn.in_proj_z.weight", vdl, h);
+            LT(w_b, "linear_attn.in_proj_b.weight", m->Hv, h);
+            LT(w_a, "linear_attn.in_proj_a.weight", m->Hv, h);
+        }
+        LT(conv_w, "linear_attn.conv1d.weight", m->conv_dim, m->ck);
+        LT(A_log, "linear_attn.A_log", 1, m->Hv);
+        LT(dt_bias, "linear_attn.dt_bias", 1, m->Hv);
+        LT(lin_norm, "linear_attn.norm.weight", 1, m->dv); /* RMSNormGated: plain weight, not 1 + w */
+        LT(w_out, "linear_attn.out_proj.weight", h, vdl);
+        goto mlp;
+    }
+    LT(wq, "self_attn.q_proj.weight", qd * (m->out_gate ? 2 : 1), h);
     LT(wk, "self_attn.k_proj.weight", kd, h);
     LT(wv, "self_attn.v_proj.weight", kd, h);
     LT(wo, "self_attn.o_proj.weight", h, qd);
     snprintf(n, sizeof n, "%slayers.%d.self_attn.q_proj.bias", p, l);
     if (a->attn_bias || src->has(src->ctx, n)) {
-        LT(bq, "self_attn.q_proj.bias", 1, qd);
+        LT(bq, "self_attn.q_proj.bias", 1, qd * (m->out_gate ? 2 : 1));
         LT(bk, "self_attn.k_proj.bias", 1, kd);
         LT(bv, "self_attn.v_proj.bias", 1, kd);
     }
@@ -364,9 +426,10 @@ static tq_status load_layer(tq_model* m, tq_wsource* src, int l, layer_w* L)
     if (src->has(src->ctx, n)) LT(bo, "self_attn.o_proj.bias", 1, h);
     snprintf(n, sizeof n, "%slayers.%d.self_attn.q_norm.weight", p, l);
     if (a->qk_norm || src->has(src->ctx, n)) {
-        LT(q_norm, "self_attn.q_norm.weight", 1, m->hd);
-        LT(k_norm, "self_attn.k_norm.weight", 1, m->hd);
+        LN(q_norm, "self_attn.q_norm.weight", m->hd);
+        LN(k_norm, "self_attn.k_norm.weight", m->hd);
     }
+mlp:
     snprintf(n, sizeof n, "%slayers.%d.mlp.gate.weight", p, l);
     if (a->n_experts > 0 && src->has(src->ctx, n)) {
         L->moe = 1;
@@ -376,6 +439,25 @@ static tq_status load_layer(tq_model* m, tq_wsource* src, int l, layer_w* L)
         L->e_up = calloc((size_t)E, sizeof(float*));
         L->e_down = calloc((size_t)E, sizeof(float*));
         TQ_RETURN_IF(!L->e_gate || !L->e_up || !L->e_down, TQ_ERR_NOMEM, "out of memory");
+        snprintf(n, sizeof n, "%slayers.%d.mlp.shared_expert_gate.weight", p, l);
+        if (src->has(src->ctx, n)) {
+            int64_t Is = a->shared_intermediate;
+            LT(s_egate, "mlp.shared_expert_gate.weight", 1, h);
+            LT(s_gate, "mlp.shared_expert.gate_proj.weight", Is, h);
+            LT(s_up, "mlp.shared_expert.up_proj.weight", Is, h);
+            LT(s_down, "mlp.shared_expert.down_proj.weight", h, Is);
+        }
+        snprintf(n, sizeof n, "%slayers.%d.mlp.experts.gate_up_proj", p, l);
+        if (src->has(src->ctx, n)) { /* fused: gate rows first, then up rows, per expert */
+            LT(fused_gu, "mlp.experts.gate_up_proj", E * 2 * mi, h);
+            LT(fused_down, "mlp.experts.down_proj", E * h, mi);
+            for (int64_t e = 0; e < E; e++) {
+                L->e_gate[e] = L->fused_gu + (size_t)e * 2 * mi * h;
+                L->e_up[e] = L->e_gate[e] + (size_t)mi * h;
+                L->e_down[e] = L->fused_down + (size_t)e * h * mi;
+            }
+            return TQ_OK;
+        }
         for (int e = 0; e < E; e++) {
             char suf[96];
             snprintf(suf, sizeof suf, "mlp.experts.%d.gate_proj.weight", e);
@@ -392,6 +474,7 @@ static tq_status load_layer(tq_model* m, tq_wsource* src, int l, layer_w* L)
         LT(w_down, "mlp.down_proj.weight", h, I);
     }
 #undef LT
+#undef LN
     return TQ_OK;
 }
 
@@ -410,16 +493,48 @@ tq_status tq_model_load(tq_wsource* src, int l0, int l1, tq_model** out)
     }
     m->arch = a;
     const char* mt = a->model_type;
-    TQ_GOTO_FAIL(strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3") &&
+    m->hybrid = !strcmp(mt, "qwen3_5") || !strcmp(mt, "qwen3_5_moe") || !strcmp(mt, "qwen3_next");
+    TQ_GOTO_FAIL(!m->hybrid && strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3") &&
                      strcmp(mt, "qwen3_moe"),
                  TQ_ERR_UNSUPPORTED, fail,
-                 "%s: model_type '%s' is not supported by the inference engine (llama, mistral, qwen2, qwen3, qwen3_moe)",
+                 "%s: model_type '%s' is not supported by the inference engine (llama, mistral, qwen2, qwen3, qwen3_moe, "
+                 "qwen3_5, qwen3_5_moe, qwen3_next)",
                  src->desc, mt);
-    TQ_GOTO_FAIL(a->attn_output_gate || a->full_attention_interval > 0, TQ_ERR_UNSUPPORTED, fail,
-                 "%s: hybrid linear-attention models are not supported by the inference engine", src->desc);
+    if (m->hybrid) {
+        m->next_layout = !strcmp(mt, "qwen3_next");
+        m->norm_plus1 = 1; /* Qwen3_5RMSNorm / Qwen3NextRMSNorm: x_normed * (1 + w) */
+        m->out_gate = a->attn_output_gate;
+        m->Hk = a->lin_k_heads;
+        m->Hv = a->lin_v_heads;
+        m->dk = a->lin_k_dim;
+        m->dv = a->lin_v_dim;
+        m->ck = a->lin_conv_kernel;
+        m->conv_dim = 2 * m->Hk * m->dk + m->Hv * m->dv;
+        TQ_GOTO_FAIL(a->n_linear_layers > 0 && (m->Hk <= 0 || m->Hv <= 0 || m->Hv % m->Hk || m->dk <= 0 || m->dv <= 0 ||
+                                                m->ck <= 0),
+                     TQ_ERR_FORMAT, fail, "%s: bad linear-attention configuration (heads %d/%d, dims %d/%d, conv %d)",
+                     src->desc, m->Hk, m->Hv, m->dk, m->dv, m->ck);
+    }
     if (l1 < 0) l1 = a->n_layers;
     TQ_GOTO_FAIL(l0 < 0 || l1 > a->n_layers || l0 > l1, TQ_ERR_ARG, fail, "layer range [%d, %d) outside 0..%d", l0,
                  l1, a->n_layers);
+    m->kv_index = malloc((size_t)(l1 - l0 > 0 ? l1 - l0 : 1) * sizeof(int));
+    m->state_off = calloc((size_t)(l1 - l0 > 0 ? l1 - l0 : 1), sizeof(size_t));
+    TQ_GOTO_FAIL(!m->kv_index || !m->state_off, TQ_ERR_NOMEM, fail, "out of memory");
+    for (int l = 0; l < l1; l++) {
+        int lin = m->hybrid && a->layer_types[l] == TQ_LAYER_LINEAR_ATTN;
+        if (l < l0) {
+            m->kv_offset += !lin;
+            continue;
+        }
+        if (lin) {
+            m->kv_index[l - l0] = -1;
+            m->state_off[l - l0] = m->state_floats;
+            m->state_floats += 1 + (size_t)(m->ck - 1) * m->conv_dim + (size_t)m->Hv * m->dk * m->dv;
+        } else {
+            m->kv_index[l - l0] = m->n_kv_local++;
+        }
+    }
     m->l0 = l0;
     m->l1 = l1;
     m->nq = a->n_heads;
@@ -449,7 +564,7 @@ tq_status tq_model_load(tq_wsource* src, int l0, int l1, tq_model** out)
     if (need_embed) TQ_CHECK_GOTO(load_tensor(m, src, n, a->vocab, a->hidden, &m->embed), fail);
     if (l1 == a->n_layers) {
         snprintf(n, sizeof n, "%snorm.weight", a->prefix);
-        TQ_CHECK_GOTO(load_tensor(m, src, n, 1, a->hidden, &m->final_norm), fail);
+        TQ_CHECK_GOTO(load_norm(m, src, n, a->hidden, &m->final_norm), fail);
         if (!a->tied_embeddings && src->has(src->ctx, "lm_head.weight"))
             TQ_CHECK_GOTO(load_tensor(m, src, "lm_head.weight", a->vocab, a->hidden, &m->lm_head), fail);
         else
@@ -469,6 +584,8 @@ void tq_model_free(tq_model** pm)
     if (m->layers)
         for (int l = m->l0; l < m->l1; l++) free_layer(&m->layers[l - m->l0], m->arch->n_experts);
     free(m->layers);
+    free(m->kv_index);
+    free(m->state_off);
     if (m->lm_head != m->embed) free(m->lm_head);
     free(m->embed);
     free(m->final_norm);
@@ -526,7 +643,7 @@ tq_status tq_model_kv_create(const tq_model* m, const tq_kv_codec* kc, const tq_
 {
     tq_kv_config cfg;
     memset(&cfg, 0, sizeof cfg);
-    cfg.n_layers = m->l1 - m->l0;
+    cfg.n_layers = m->n_kv_local; /* full-attention layers only (every layer but in hybrid models) */
     cfg.n_kv_heads = m->nkv;
     cfg.n_heads = m->nq;
     cfg.head_dim = m->hd;
@@ -534,7 +651,8 @@ tq_status tq_model_kv_create(const tq_model* m, const tq_kv_codec* kc, const tq_
     cfg.k = *kc;
     cfg.v = *vc;
     cfg.seed = seed;
-    cfg.layer_offset = m->l0;
+    cfg.layer_offset = m->kv_offset; /* global index among full-attention layers: same seeds on any split */
+    cfg.state_floats = m->state_floats;
     return tq_kv_create(&cfg, out);
 }
 
@@ -614,6 +732,39 @@ static tq_status moe_ffn(const tq_model* m, const layer_w* L, int l, const float
         for (int i = 0; i < n; i++)
             for (int j = 0; j < h; j++) x[(size_t)rows[i] * h + j] += rw[i] * o[(size_t)i * h + j];
     }
+    if (L->s_gate) { /* shared expert, scaled by sigmoid(shared_expert_gate · x) (Qwen3-Next / Qwen3.5 MoE) */
+        int Is = a->shared_intermediate;
+        float* sg = malloc((size_t)T * Is * sizeof(float));
+        float* su = malloc((size_t)T * Is * sizeof(float));
+        float* so = malloc((size_t)T * h * sizeof(float));
+        float* sw = malloc((size_t)T * sizeof(float));
+        if (!sg || !su || !so || !sw) {
+            free(sg);
+            free(su);
+            free(so);
+            free(sw);
+            TQ_GOTO_FAIL(1, TQ_ERR_NOMEM, out, "out of memory (shared expert)");
+        }
+        rc = observe_input(m, l, "mlp.shared_expert.gate_proj.weight", xb, T, h);
+        if (rc == TQ_OK) {
+            tq_matmul_ref(sw, xb, L->s_egate, NULL, T, h, 1);
+            tq_matmul_ref(sg, xb, L->s_gate, NULL, T, h, Is);
+            tq_matmul_ref(su, xb, L->s_up, NULL, T, h, Is);
+            tq_swiglu_ref(sg, su, (int64_t)T * Is);
+            rc = observe_input(m, l, "mlp.shared_expert.down_proj.weight", sg, T, Is);
+        }
+        if (rc == TQ_OK) {
+            tq_matmul_ref(so, sg, L->s_down, NULL, T, Is, h);
+            for (int t = 0; t < T; t++) {
+                float gt = 1.0f / (1.0f + expf(-sw[t]));
+                for (int j = 0; j < h; j++) x[(size_t)t * h + j] += gt * so[(size_t)t * h + j];
+            }
+        }
+        free(sg);
+        free(su);
+        free(so);
+        free(sw);
+    }
 out:
     free(logits);
     free(sel);
@@ -627,6 +778,85 @@ out:
     return rc;
 }
 
+/* Gated DeltaNet token mixer of layer l: xb [T x h] (normed input) -> out [T x h]; state is the layer's
+ * [1 + (K-1)*conv_dim + Hv*dk*dv] floats (token count, conv state, delta-rule state). */
+static tq_status lin_attn(const tq_model* m, const layer_w* L, int l, const float* xb, int T, float* state, float* out)
+{
+    const int h = m->hidden, Hk = m->Hk, Hv = m->Hv, dk = m->dk, dv = m->dv, K = m->ck, C = m->conv_dim;
+    const int kd = Hk * dk, vd = Hv * dv, rep = Hv / Hk;
+    tq_status rc = TQ_OK;
+    float* mix = malloc((size_t)T * C * sizeof(float));
+    float* z = malloc((size_t)T * vd * sizeof(float));
+    float* b = malloc((size_t)T * Hv * sizeof(float));
+    float* a = malloc((size_t)T * Hv * sizeof(float));
+    float* q = malloc((size_t)T * kd * sizeof(float));
+    float* k = malloc((size_t)T * kd * sizeof(float));
+    float* v = malloc((size_t)T * vd * sizeof(float));
+    float* o = malloc((size_t)T * vd * sizeof(float));
+    size_t tmp_n = (size_t)T * (m->next_layout ? 2 * kd + 2 * vd : 1);
+    size_t work_n = (size_t)(K - 1 + T) * C;
+    if (work_n < (size_t)dv) work_n = (size_t)dv;
+    if (tmp_n < work_n) tmp_n = work_n;
+    float* tmp = malloc(tmp_n * sizeof(float));
+    TQ_GOTO_FAIL(!mix || !z || !b || !a || !q || !k || !v || !o || !tmp, TQ_ERR_NOMEM, done,
+                 "out of memory (linear attention, %d tokens)", T);
+    if (m->next_layout) {
+        /* in_proj_qkvz rows grouped per key head: [q dk | k dk | v rep*dv | z rep*dv]; in_proj_ba per key
+         * head: [b rep | a rep] (Qwen3NextGatedDeltaNet.fix_query_key_value_ordering). */
+        const int gw = 2 * dk + 2 * rep * dv;
+        TQ_CHECK_GOTO(observe_input(m, l, "linear_attn.in_proj_qkvz.weight", xb, T, h), done);
+        tq_matmul_ref(tmp, xb, L->w_qkv, NULL, T, h, 2 * kd + 2 * vd);
+        for (int t = 0; t < T; t++)
+            for (int g = 0; g < Hk; g++) {
+                const float* src = tmp + (size_t)t * (2 * kd + 2 * vd) + (size_t)g * gw;
+                float* mt = mix + (size_t)t * C;
+                memcpy(mt + (size_t)g * dk, src, (size_t)dk * sizeof(float));
+                memcpy(mt + kd + (size_t)g * dk, src + dk, (size_t)dk * sizeof(float));
+                memcpy(mt + 2 * kd + (size_t)g * rep * dv, src + 2 * dk, (size_t)rep * dv * sizeof(float));
+                memcpy(z + (size_t)t * vd + (size_t)g * rep * dv, src + 2 * dk + rep * dv, (size_t)rep * dv * sizeof(float));
+            }
+        tq_matmul_ref(tmp, xb, L->w_b, NULL, T, h, 2 * Hv);
+        for (int t = 0; t < T; t++)
+            for (int g = 0; g < Hk; g++)
+                for (int i = 0; i < rep; i++) {
+                    b[(size_t)t * Hv + g * rep + i] = tmp[(size_t)t * 2 * Hv + (size_t)g * 2 * rep + i];
+                    a[(size_t)t * Hv + g * rep + i] = tmp[(size_t)t * 2 * Hv + (size_t)g * 2 * rep + rep + i];
+                }
+    } else {
+        TQ_CHECK_GOTO(observe_input(m, l, "linear_attn.in_proj_qkv.weight", xb, T, h), done);
+        tq_matmul_ref(mix, xb, L->w_qkv, NULL, T, h, C);
+        tq_matmul_ref(z, xb, L->w_z, NULL, T, h, vd);
+        tq_matmul_ref(b, xb, L->w_b, NULL, T, h, Hv);
+        tq_matmul_ref(a, xb, L->w_a, NULL, T, h, Hv);
+    }
+    float* conv_state = state + 1;
+    float* S = conv_state + (size_t)(K - 1) * C;
+    tq_causal_conv1d_silu_ref(mix, L->conv_w, conv_state, T, C, K, tmp);
+    for (int t = 0; t < T; t++) {
+        const float* mt = mix + (size_t)t * C;
+        memcpy(q + (size_t)t * kd, mt, (size_t)kd * sizeof(float));
+        memcpy(k + (size_t)t * kd, mt + kd, (size_t)kd * sizeof(float));
+        memcpy(v + (size_t)t * vd, mt + 2 * kd, (size_t)vd * sizeof(float));
+    }
+    tq_delta_gates_ref(b, a, L->A_log, L->dt_bias, T, Hv);
+    tq_gated_delta_rule_ref(q, k, v, a, b, S, T, Hk, Hv, dk, dv, o, tmp);
+    tq_rmsnorm_gated_ref(o, z, L->lin_norm, (int64_t)T * Hv, dv, m->eps);
+    TQ_CHECK_GOTO(observe_input(m, l, "linear_attn.out_proj.weight", o, T, vd), done);
+    tq_matmul_ref(out, o, L->w_out, NULL, T, vd, h);
+    state[0] += (float)T;
+done:
+    free(mix);
+    free(z);
+    free(b);
+    free(a);
+    free(q);
+    free(k);
+    free(v);
+    free(o);
+    free(tmp);
+    return rc;
+}
+
 tq_status tq_model_layers(const tq_model* m, tq_kv_cache* kv, float* x, int T, int pos0)
 {
     if (m->l1 == m->l0) return TQ_OK;
@@ -635,22 +865,50 @@ tq_status tq_model_layers(const tq_model* m, tq_kv_cache* kv, float* x, int T, i
     const int I = m->arch->intermediate > 0 ? m->arch->intermediate : 1;
     tq_status rc = TQ_OK;
     float* xb = malloc((size_t)T * h * sizeof(float));
-    float* q = malloc((size_t)T * qd * sizeof(float));
+    float* q = malloc((size_t)T * qd * (m->out_gate ? 2 : 1) * sizeof(float));
+    float* gate = m->out_gate ? malloc((size_t)T * qd * sizeof(float)) : NULL;
     float* k = malloc((size_t)T * kd * sizeof(float));
     float* v = malloc((size_t)T * kd * sizeof(float));
-    float* att = malloc((size_t)T * qd * sizeof(float));
+    size_t att_w = (size_t)qd * (m->out_gate ? 2 : 1); /* also holds the gated q_proj output and the DeltaNet output */
+    if (att_w < (size_t)h) att_w = (size_t)h;
+    float* att = malloc((size_t)T * att_w * sizeof(float));
     float* hb = malloc((size_t)T * I * sizeof(float));
     float* hb2 = malloc((size_t)T * I * sizeof(float));
-    TQ_GOTO_FAIL(!xb || !q || !k || !v || !att || !hb || !hb2, TQ_ERR_NOMEM, out, "out of memory (forward, %d tokens)", T);
+    TQ_GOTO_FAIL(!xb || !q || !k || !v || !att || !hb || !hb2 || (m->out_gate && !gate), TQ_ERR_NOMEM, out,
+                 "out of memory (forward, %d tokens)", T);
+    float* state = tq_kv_state(kv);
+    TQ_GOTO_FAIL(m->state_floats && (!state || tq_kv_state_floats(kv) != m->state_floats), TQ_ERR_ARG, out,
+                 "KV cache has no room for the recurrent state of this model's linear-attention layers: create it "
+                 "with tq_model_kv_create");
     const float scale = 1.0f / sqrtf((float)hd);
     for (int l = m->l0; l < m->l1; l++) {
         const layer_w* L = &m->layers[l - m->l0];
-        int ll = l - m->l0;
+        int ll = m->kv_index[l - m->l0];
+        if (L->lin) {
+            float* st = state + m->state_off[l - m->l0];
+            TQ_GOTO_FAIL((int)st[0] != pos0, TQ_ERR_ARG, out,
+                         "recurrent state of layer %d has seen %d tokens but the batch starts at position %d", l,
+                         (int)st[0], pos0);
+            tq_rmsnorm_ref(xb, x, L->attn_norm, T, h, m->eps);
+            TQ_CHECK_GOTO(lin_attn(m, L, l, xb, T, st, att), out);
+            for (size_t i = 0; i < (size_t)T * h; i++) x[i] += att[i];
+            goto ffn;
+        }
         TQ_GOTO_FAIL(tq_kv_len(kv, ll) != pos0, TQ_ERR_ARG, out,
                      "KV cache of layer %d holds %d tokens but the batch starts at position %d", l, tq_kv_len(kv, ll), pos0);
         tq_rmsnorm_ref(xb, x, L->attn_norm, T, h, m->eps);
         TQ_CHECK_GOTO(observe_input(m, l, "self_attn.q_proj.weight", xb, T, h), out);
-        tq_matmul_ref(q, xb, L->wq, L->bq, T, h, qd);
+        if (m->out_gate) { /* q_proj rows per head: [query hd | gate hd] */
+            tq_matmul_ref(att, xb, L->wq, L->bq, T, h, 2 * qd); /* att is free until attention */
+            for (int t = 0; t < T; t++)
+                for (int hh = 0; hh < nq; hh++) {
+                    const float* src = att + (size_t)t * 2 * qd + (size_t)hh * 2 * hd;
+                    memcpy(q + (size_t)t * qd + (size_t)hh * hd, src, (size_t)hd * sizeof(float));
+                    memcpy(gate + (size_t)t * qd + (size_t)hh * hd, src + hd, (size_t)hd * sizeof(float));
+                }
+        } else {
+            tq_matmul_ref(q, xb, L->wq, L->bq, T, h, qd);
+        }
         tq_matmul_ref(k, xb, L->wk, L->bk, T, h, kd);
         tq_matmul_ref(v, xb, L->wv, L->bv, T, h, kd);
         if (L->q_norm) {
@@ -663,9 +921,12 @@ tq_status tq_model_layers(const tq_model* m, tq_kv_cache* kv, float* x, int T, i
         }
         TQ_CHECK_GOTO(tq_kv_append(kv, ll, k, v, T), out);
         TQ_CHECK_GOTO(tq_kv_attend(kv, ll, q, T, pos0, scale, att), out);
+        if (m->out_gate)
+            for (size_t i = 0; i < (size_t)T * qd; i++) att[i] *= 1.0f / (1.0f + expf(-gate[i]));
         TQ_CHECK_GOTO(observe_input(m, l, "self_attn.o_proj.weight", att, T, qd), out);
         tq_matmul_ref(xb, att, L->wo, L->bo, T, qd, h);
         for (size_t i = 0; i < (size_t)T * h; i++) x[i] += xb[i];
+    ffn:
         tq_rmsnorm_ref(xb, x, L->ffn_norm, T, h, m->eps);
         if (L->moe) {
             TQ_CHECK_GOTO(moe_ffn(m, L, l, xb, T, x), out);
@@ -685,6 +946,7 @@ out:
     free(k);
     free(v);
     free(att);
+    free(gate);
     free(hb);
     free(hb2);
     return rc;

@@ -323,7 +323,8 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
         int hd = tq_model_arch(em.m)->head_dim;
         mt->kv_k_bits = tq_kv_bits(&kc, hd);
         mt->kv_v_bits = tq_kv_bits(&vc, hd);
-        mt->kv_bytes_per_token = (uint64_t)L * tq_model_arch(em.m)->n_kv_heads *
+        /* full-attention layers only: hybrid models' linear-attention layers keep a fixed-size state */
+        mt->kv_bytes_per_token = (uint64_t)tq_model_arch(em.m)->n_full_layers * tq_model_arch(em.m)->n_kv_heads *
                                  (tq_kv_vec_bytes(&kc, hd) + tq_kv_vec_bytes(&vc, hd));
     }
 

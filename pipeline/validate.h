@@ -57,7 +57,7 @@ typedef struct {
     double ref_nll, ref_ppl, kl, top1;
     char kv_k[24], kv_v[24];
     double kv_k_bits, kv_v_bits;      /* bits per element, norms included */
-    uint64_t kv_bytes_per_token;      /* every layer, K + V */
+    uint64_t kv_bytes_per_token;      /* every full-attention layer, K + V (hybrid: not the linear ones) */
     char weights[600];                /* weight source description */
     char parallel[8];                 /* "seq" or "layers" */
     double seconds, tokens_per_s;     /* model + reference forward passes */
