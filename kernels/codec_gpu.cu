@@ -46,6 +46,10 @@ extern "C" {
 #ifndef TQ_GPU_QROT_MINB
 #define TQ_GPU_QROT_MINB 3
 #endif
+/* the same for the dequantize kernels of the rotation codecs */
+#ifndef TQ_GPU_DROT_MINB
+#define TQ_GPU_DROT_MINB 4
+#endif
 
 /* err[] slots */
 #define TQ_GPU_ERR_NAN 0
@@ -615,36 +619,47 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_QROT_MINB) tq_quant_rot
     }
 }
 
-/* The E b-bit codes of a lane (columns col0 .. col0 + E - 1) read straight from a packed row. */
+/* The E b-bit codes of a lane (columns col0 .. col0 + E - 1) read straight from a packed row, as one
+ * word (code e in bits e * b; E * b <= 32). */
 template <int E>
-__device__ __forceinline__ void tq_codes_lane(int (&c)[E], const uint8_t* row, int col0, int b, bool act)
+__device__ __forceinline__ uint32_t tq_code_word(const uint8_t* row, int col0, int b, bool act)
 {
+    if (!act) return 0;
+    const int64_t bit0 = (int64_t)col0 * b;
+    const uint8_t* q = row + (bit0 >> 3);
+    const int sh = (int)(bit0 & 7);
+    if (sh == 0 && E * b == 32 && ((uintptr_t)q & 3) == 0) return *(const uint32_t*)q;
+    if (sh == 0 && E * b == 16 && ((uintptr_t)q & 1) == 0) return *(const uint16_t*)q;
+    if (sh == 0 && E * b == 8) return *q;
+    const int nbytes = (sh + E * b + 7) >> 3;
     uint64_t w = 0;
-    int sh = 0;
-    if (act) {
-        const int64_t bit0 = (int64_t)col0 * b;
-        const uint8_t* q = row + (bit0 >> 3);
-        sh = (int)(bit0 & 7);
-        const int nbytes = (sh + E * b + 7) >> 3;
-        if (sh == 0 && E * b == 32 && ((uintptr_t)q & 3) == 0) {
-            w = *(const uint32_t*)q;
-        } else if (sh == 0 && E * b == 16 && ((uintptr_t)q & 1) == 0) {
-            w = *(const uint16_t*)q;
-        } else if (sh == 0 && E * b == 8) {
-            w = *q;
-        } else {
-            for (int i = 0; i < nbytes; i++) w |= (uint64_t)q[i] << (8 * i);
-        }
-    }
-    const uint32_t mask = (1u << b) - 1u;
-#pragma unroll
-    for (int e = 0; e < E; e++) c[e] = (int)((w >> (sh + e * b)) & mask);
+    for (int i = 0; i < nbytes; i++) w |= (uint64_t)q[i] << (8 * i);
+    return (uint32_t)(w >> sh);
 }
 
-/* Dequantize one rotation block of tensor row rt into output row ro. */
-template <int E, int DC = 0>
-__device__ __forceinline__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, int64_t rt, int64_t ro,
-                                                 int64_t k, int s, int d_, int lane)
+/* What one lane reads of a rotation block: norm(s) and code words. Fetched one task ahead. */
+struct tq_deq_in {
+    uint32_t h, h2, w0, w1;
+};
+
+template <int E>
+__device__ __forceinline__ void tq_deq_fetch(const tq_gpu_params& p, int64_t rt, int64_t k, int col0, bool act,
+                                             tq_deq_in& in)
+{
+    in.h = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
+    in.w0 = tq_code_word<E>(p.part[0] + rt * p.row_bytes[0], col0, p.kind == TQ_CODEC_BIN1 ? 1 : p.bits, act);
+    in.h2 = 0;
+    in.w1 = 0;
+    if (p.kind == TQ_CODEC_TQR) {
+        in.h2 = ((const uint16_t*)(p.part[4] + rt * p.row_bytes[4]))[k];
+        in.w1 = tq_code_word<E>(p.part[3] + rt * p.row_bytes[3], col0, p.rbits, act);
+    }
+}
+
+/* Dequantize one rotation block of tensor row rt into output row ro from the fetched in. */
+template <int E, int DC>
+__device__ __forceinline__ void tq_deq_rot_compute(const tq_gpu_params& p, const tq_rot_smem& S, const tq_deq_in& in,
+                                                   int64_t rt, int64_t ro, int s, int d_, int lane)
 {
     const int d = DC ? DC : d_;
     const int L = d / E;
@@ -653,33 +668,31 @@ __device__ __forceinline__ void tq_deq_rot_block(const tq_gpu_params& p, const t
     const int li = tq_ilog2_d(d);
     const float sc = p.rscale[li];
     float v[E];
-    int c[E];
-    const uint16_t h = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
-    if ((h & 0x7c00u) == 0x7c00u && lane == 0)
+    if ((in.h & 0x7c00u) == 0x7c00u && lane == 0)
         tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
-    const float nf = tq_f16_to_f32_d(h);
+    const float nf = tq_f16_to_f32_d((uint16_t)in.h);
     if (p.kind == TQ_CODEC_BIN1) {
-        tq_codes_lane<E>(c, p.part[0] + rt * p.row_bytes[0], col0, 1, act);
 #pragma unroll
-        for (int e = 0; e < E; e++) v[e] = tq_fsign(nf, (uint32_t)(c[e] == 0));
+        for (int e = 0; e < E; e++) v[e] = tq_fsign(nf, ((in.w0 >> e) & 1u) ^ 1u);
         tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
     } else {
         const int ci = p.size_idx[li];
         const float* cb = S.cbs[0].cb[ci];
-        tq_codes_lane<E>(c, p.part[0] + rt * p.row_bytes[0], col0, p.bits, act);
+        const int b = p.bits;
+        const uint32_t mask = (1u << b) - 1u;
 #pragma unroll
-        for (int e = 0; e < E; e++) v[e] = tq_fmul(nf, cb[c[e]]);
+        for (int e = 0; e < E; e++) v[e] = tq_fmul(nf, cb[(in.w0 >> (e * b)) & mask]);
         tq_rot_inv<E>(v, S.sg0, col0, lane, L, sc);
         if (p.kind == TQ_CODEC_TQR) {
-            const uint16_t h2 = ((const uint16_t*)(p.part[4] + rt * p.row_bytes[4]))[k];
-            if ((h2 & 0x7c00u) == 0x7c00u && lane == 0)
+            if ((in.h2 & 0x7c00u) == 0x7c00u && lane == 0)
                 tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + s);
-            const float nf2 = tq_f16_to_f32_d(h2);
+            const float nf2 = tq_f16_to_f32_d((uint16_t)in.h2);
             const float* cb2 = S.cbs[1].cb[ci];
+            const int b2 = p.rbits;
+            const uint32_t mask2 = (1u << b2) - 1u;
             float v2[E];
-            tq_codes_lane<E>(c, p.part[3] + rt * p.row_bytes[3], col0, p.rbits, act);
 #pragma unroll
-            for (int e = 0; e < E; e++) v2[e] = tq_fmul(nf2, cb2[c[e]]);
+            for (int e = 0; e < E; e++) v2[e] = tq_fmul(nf2, cb2[(in.w1 >> (e * b2)) & mask2]);
             tq_rot_inv<E>(v2, S.sg1, col0, lane, L, sc);
 #pragma unroll
             for (int e = 0; e < E; e++) v[e] = tq_fadd(v[e], v2[e]);
@@ -688,8 +701,21 @@ __device__ __forceinline__ void tq_deq_rot_block(const tq_gpu_params& p, const t
     if (act) tq_store<E>(p.out, p.in_bf16, ro * p.cols + col0, v);
 }
 
+/* Dequantize one (tail) rotation block of tensor row rt into output row ro. */
+template <int E>
+__device__ __forceinline__ void tq_deq_rot_block(const tq_gpu_params& p, const tq_rot_smem& S, int64_t rt, int64_t ro,
+                                                 int64_t k, int s, int d, int lane)
+{
+    const bool act = lane < d / E;
+    tq_deq_in in;
+    tq_deq_fetch<E>(p, rt, k, s + (act ? lane : 0) * E, act, in);
+    tq_deq_rot_compute<E, 0>(p, S, in, rt, ro, s, d, lane);
+}
+
+/* Dequantize, rotation codecs: tasks as in tq_quant_rot_kernel. The norms and codes of a warp's next
+ * full-block task are fetched while it works on this one. */
 template <int E, int P>
-__global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_rot_kernel(const __grid_constant__ tq_gpu_params p)
+__global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_DROT_MINB) tq_deq_rot_kernel(const __grid_constant__ tq_gpu_params p)
 {
     extern __shared__ __align__(16) uint8_t smem[];
     const tq_rot_smem S = tq_rot_smem_setup(p, smem, 0);
@@ -699,15 +725,33 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_rot_kernel(const __grid
     const int64_t tpr = nfp + (p.tail ? 1 : 0);
     const int64_t T = p.rows * tpr;
     const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
-    for (int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp; t < T; t += NW) {
+    tq_deq_in nx = {0, 0, 0, 0};
+    int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
+    if (t < T) {
+        int64_t ro, j;
+        tq_task(t, tpr, &ro, &j);
+        const int64_t k = j * P + grp;
+        const bool live = j < nfp && k < p.nfull;
+        if (j < nfp) tq_deq_fetch<E>(p, ro + p.row0, live ? k : 0, live ? (int)(k * p.g) + lane_in * E : 0, live, nx);
+    }
+    for (; t < T; t += NW) {
         int64_t ro, j;
         tq_task(t, tpr, &ro, &j);
         const int64_t rt = ro + p.row0;
+        const tq_deq_in cur = nx;
+        if (t + NW < T) {
+            int64_t ron, jn;
+            tq_task(t + NW, tpr, &ron, &jn);
+            const int64_t kn = jn * P + grp;
+            const bool liven = jn < nfp && kn < p.nfull;
+            if (jn < nfp)
+                tq_deq_fetch<E>(p, ron + p.row0, liven ? kn : 0, liven ? (int)(kn * p.g) + lane_in * E : 0, liven, nx);
+        }
         if (j < nfp) {
             const int64_t k = j * P + grp;
             const bool live = k < p.nfull;
-            tq_deq_rot_block<E, E * 32 / P>(p, S, rt, ro, live ? k : 0, live ? (int)(k * p.g) : 0, p.g,
-                                live ? lane_in : lane_in + 32);
+            tq_deq_rot_compute<E, E * 32 / P>(p, S, cur, rt, ro, live ? (int)(k * p.g) : 0, p.g,
+                                              live ? lane_in : lane_in + 32);
             continue;
         }
         for (int64_t kk = p.nfull; kk < p.nb; kk++) {

@@ -260,10 +260,18 @@ void tq_calib_pool(double* h_e, uint64_t n_e, const double* h_pool, int64_t d, i
 void tq_calib_input_key(const char* weight, char out[TQ_MAX_NAME])
 {
     snprintf(out, TQ_MAX_NAME, "%s", weight);
-    static const char* const from[] = {"self_attn.k_proj.weight", "self_attn.v_proj.weight", "up_proj.weight"};
-    static const char* const to[] = {"self_attn.q_proj.weight", "self_attn.q_proj.weight", "gate_proj.weight"};
+    /* hybrid families (helper "hybrid"): DeltaNet in_proj_z/b/a share in_proj_qkv's input, qwen3_next's
+     * in_proj_ba shares in_proj_qkvz's, the shared expert's gate shares its gate_proj's */
+    static const char* const from[] = {"self_attn.k_proj.weight", "self_attn.v_proj.weight", "up_proj.weight",
+                                       "linear_attn.in_proj_z.weight", "linear_attn.in_proj_b.weight",
+                                       "linear_attn.in_proj_a.weight", "linear_attn.in_proj_ba.weight",
+                                       "mlp.shared_expert_gate.weight"};
+    static const char* const to[] = {"self_attn.q_proj.weight", "self_attn.q_proj.weight", "gate_proj.weight",
+                                     "linear_attn.in_proj_qkv.weight", "linear_attn.in_proj_qkv.weight",
+                                     "linear_attn.in_proj_qkv.weight", "linear_attn.in_proj_qkvz.weight",
+                                     "mlp.shared_expert.gate_proj.weight"};
     size_t lw = strlen(out);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < (int)(sizeof from / sizeof from[0]); i++) {
         size_t lf = strlen(from[i]);
         if (lw >= lf && !strcmp(out + lw - lf, from[i]) && (lw == lf || out[lw - lf - 1] == '.')) {
             snprintf(out + lw - lf, TQ_MAX_NAME - (lw - lf), "%s", to[i]);

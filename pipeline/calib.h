@@ -80,7 +80,8 @@ tq_status tq_hess_file_save(const char* path, const double* h, int64_t d, int di
 void tq_calib_pool(double* h_e, uint64_t n_e, const double* h_pool, int64_t d, int diag_only, uint64_t n_min);
 
 /* Input key of a weight: the name its H is stored under (weights sharing one input share one H):
- * k_proj/v_proj -> q_proj, up_proj -> gate_proj (dense and experts); others unchanged. */
+ * k_proj/v_proj -> q_proj, up_proj -> gate_proj (dense and experts); hybrid: in_proj_z/b/a -> in_proj_qkv,
+ * in_proj_ba -> in_proj_qkvz, mlp.shared_expert_gate -> mlp.shared_expert.gate_proj; others unchanged. */
 void tq_calib_input_key(const char* weight, char out[TQ_MAX_NAME]);
 
 // ---- the calibration driver (pipeline/calibrate.c) -------------------------------------------------

@@ -44,7 +44,8 @@ static int is_input_key(const char* name)
 {
     return ends_with(name, ".self_attn.q_proj.weight") || ends_with(name, ".self_attn.o_proj.weight") ||
            ends_with(name, ".gate_proj.weight") || ends_with(name, ".down_proj.weight") ||
-           ends_with(name, ".mlp.gate.weight");
+           ends_with(name, ".mlp.gate.weight") || ends_with(name, ".linear_attn.in_proj_qkv.weight") ||
+           ends_with(name, ".linear_attn.in_proj_qkvz.weight") || ends_with(name, ".linear_attn.out_proj.weight");
 }
 
 /* "P.mlp.experts.E.S" -> pool key "P.mlp.experts.*.S" (0 when not an expert). */

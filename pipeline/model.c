@@ -1,6 +1,7 @@
 /* model.c — weight sources (checkpoint, artifact, in-memory quantized) and the fp32 forward pass of the
- * Llama family and Qwen3-MoE over a layer range (see model.h). Weights are read tensor by tensor into
- * fp32 arrays for the layers this process holds; activations are [T x hidden] row-major. */
+ * Llama family, Qwen3-MoE and the hybrid Qwen3.5 / Qwen3-Next families over a layer range (see model.h).
+ * Weights are read tensor by tensor into fp32 arrays for the layers this process holds; activations are
+ * [T x hidden] row-major. */
 #include "model.h"
 
 #include <jansson.h> // defines: json_loads, json_object_get (rope_scaling)
@@ -722,12 +723,12 @@ static tq_status moe_ffn(const tq_model* m, const layer_w* L, int l, const float
         if (!n) continue;
         char en[96];
         snprintf(en, sizeof en, "mlp.experts.%d.gate_proj.weight", e);
-        TQ_CHECK_GOTO(observe_input(m, l, en, xin, n, h), out);
+        if (!L->fused_gu) TQ_CHECK_GOTO(observe_input(m, l, en, xin, n, h), out); /* fused: no 2-D expert tensors */
         tq_matmul_ref(g, xin, L->e_gate[e], NULL, n, h, mi);
         tq_matmul_ref(u, xin, L->e_up[e], NULL, n, h, mi);
         tq_swiglu_ref(g, u, (int64_t)n * mi);
         snprintf(en, sizeof en, "mlp.experts.%d.down_proj.weight", e);
-        TQ_CHECK_GOTO(observe_input(m, l, en, g, n, mi), out);
+        if (!L->fused_gu) TQ_CHECK_GOTO(observe_input(m, l, en, g, n, mi), out);
         tq_matmul_ref(o, g, L->e_down[e], NULL, n, mi, h);
         for (int i = 0; i < n; i++)
             for (int j = 0; j < h; j++) x[(size_t)rows[i] * h + j] += rw[i] * o[(size_t)i * h + j];

@@ -3,13 +3,20 @@
  * quantize+dequantize wrapper), loaded for a range of layers [l0, l1) so a rank of a pipeline-parallel
  * run holds only its layers in fp32. Forward pass for llama / mistral / qwen2 / qwen3 (q/k norms, q/k/v
  * biases, grouped-query attention, tied or untied head) and qwen3_moe (router softmax, top-k experts,
- * renormalized weights when norm_topk_prob). The hybrid Qwen3.5 / Qwen3-Next families (linear
- * attention) are not supported here: loading one fails with TQ_ERR_UNSUPPORTED.
+ * renormalized weights when norm_topk_prob), and the hybrid families qwen3_5, qwen3_5_moe and qwen3_next
+ * (helper "hybrid"): Gated DeltaNet linear-attention layers (kernels/deltanet.h) and every
+ * full_attention_interval-th layer gated full attention (q_proj per head [query | gate], output times
+ * sigmoid(gate), q/k norms, partial rotary; mrope sections are ignored: text positions are the same in
+ * every section, so it is 1-D rope), zero-centered RMSNorms (1 + w, applied at load), MoE with a
+ * sigmoid-gated shared expert, per-expert or fused 3-D experts, qwen3_next's interleaved in_proj_qkvz/ba.
  *
  * A forward pass is split in three so ranks can chain it (activations [T x hidden] fp32 between them):
  *   tq_model_embed (first rank) -> tq_model_layers (every rank, its layers) -> tq_model_head (last rank).
- * The KV cache (kernels/kvcache.h) holds the rank's layers; tokens are appended at positions
- * pos0..pos0+T-1, and attention is causal over everything cached so far. */
+ * The KV cache (kernels/kvcache.h) holds the rank's full-attention layers; tokens are appended at positions
+ * pos0..pos0+T-1, and attention is causal over everything cached so far. Linear-attention layers keep a
+ * fixed-size per-sequence state in the same cache object (tq_kv_state: per layer a token count, the conv
+ * state (K-1) x conv_dim and the delta-rule state Hv x dk x dv), cleared by tq_kv_reset; a batch of T
+ * tokens and T batches of one token give the same result (up to fp32 summation order). */
 #ifndef TQ_MODEL_H
 #define TQ_MODEL_H
 
@@ -65,7 +72,9 @@ int tq_model_vocab(const tq_model* m);
 int tq_model_max_position(const tq_model* m);
 size_t tq_model_weight_bytes(const tq_model* m); /* fp32 bytes held */
 
-/* A KV cache for this model's layers (kvcache.h) with the given codecs, for up to max_tokens tokens. */
+/* A KV cache for this model's layers (kvcache.h) with the given codecs, for up to max_tokens tokens: the
+ * full-attention layers only (layer_offset = their global index among full-attention layers, so codec
+ * seeds do not depend on the layer split), plus the recurrent state of the linear-attention layers. */
 tq_status tq_model_kv_create(const tq_model* m, const tq_kv_codec* kc, const tq_kv_codec* vc, int max_tokens,
                              uint64_t seed, tq_kv_cache** out);
 
@@ -85,7 +94,11 @@ tq_status tq_model_forward(const tq_model* m, tq_kv_cache* kv, const int* tokens
  * runs. Inputs shared by several weights are reported once, under the first weight's full name:
  * "...self_attn.q_proj.weight" (also k/v), "...self_attn.o_proj.weight", "...mlp.gate_proj.weight" (also
  * up), "...mlp.down_proj.weight"; MoE: "...mlp.gate.weight" (router), then per expert with only its
- * routed rows "...mlp.experts.E.gate_proj.weight" (also up) and "...mlp.experts.E.down_proj.weight".
+ * routed rows "...mlp.experts.E.gate_proj.weight" (also up) and "...mlp.experts.E.down_proj.weight" (not
+ * for fused 3-D experts: they have no per-expert 2-D tensors); shared expert "...mlp.shared_expert.gate_proj.weight" (also up_proj and
+ * mlp.shared_expert_gate) and "...mlp.shared_expert.down_proj.weight"; Gated DeltaNet layers
+ * "...linear_attn.in_proj_qkv.weight" (also in_proj_z/b/a; qwen3_next: "...linear_attn.in_proj_qkvz.weight",
+ * also in_proj_ba) and "...linear_attn.out_proj.weight" (input: the gated-norm output [T x Hv*dv]).
  * A non-OK return aborts the forward pass with that status. fn NULL removes the hook. */
 typedef tq_status (*tq_linear_observer)(void* ctx, const char* weight, const float* x, int rows, int cols);
 void tq_model_set_observer(tq_model* m, tq_linear_observer fn, void* ctx);
