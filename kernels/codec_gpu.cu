@@ -379,8 +379,10 @@ __device__ __forceinline__ void tq_stage_block(const tq_gpu_params& p, const flo
         c += tq_fgt(u, bnd[c]) ? 1 : 0;
         c = valid ? c >> shr : 0;
         code[e] = c;
-        dot += yd[e] * C.cbd[ci][c];
-        cc += C.cbsq[ci][c];
+        /* both products are exact in double (fp32 operands), so fused or not the sums are the same */
+        const double cd = C.cbd[ci][c];
+        dot = fma(yd[e], cd, dot);
+        cc = fma(cd, cd, cc);
     }
     dot = tq_wsum(dot, L);
     cc = tq_wsum(cc, L);
@@ -842,14 +844,18 @@ __device__ __forceinline__ void tq_argmin_merge(float& v, int& i, float ov, int 
  * straight into the row (rtn, full group, a lane's E codes fill whole bytes), false when they are in
  * codes_g (one byte each) for the caller to pack. */
 template <int E>
-__device__ bool tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t r, int64_t k, int lane)
+__device__ __forceinline__ bool tq_quant_group(const tq_gpu_params& p, uint8_t* codes_g, int64_t r, int64_t k,
+                                               int lane, const float (&xpre)[E], bool pre)
 {
     const int64_t s = k * p.g;
     const int n = (int)(p.cols - s < p.g ? p.cols - s : p.g);
     const int i0 = lane * E;
     float x[E];
     const bool full = i0 + E <= n;
-    if (full) {
+    if (pre) {
+#pragma unroll
+        for (int e = 0; e < E; e++) x[e] = xpre[e];
+    } else if (full) {
         tq_load<E>(x, p.in, p.in_bf16, r * p.cols + s + i0, true);
     } else {
 #pragma unroll
@@ -988,10 +994,31 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_plain_kernel(const __
         /* one warp per group; groups start on byte boundaries (g * b / 8), so each warp packs its own */
         uint8_t* cw = smem + warp * 256;
         const int64_t T = p.rows * p.ng, NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
-        for (int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp; t < T; t += NW) {
+        /* the values of the warp's next full group are loaded while it works on this one */
+        float xn[E];
+        bool pren = false;
+        int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
+        if (t < T) {
             int64_t r, k;
             tq_task(t, p.ng, &r, &k);
-            if (tq_quant_group<E>(p, cw, r, k, lane)) continue;
+            pren = k < p.nfull;
+            if (pren) tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane * E, true);
+        }
+        for (; t < T; t += NW) {
+            int64_t r, k;
+            tq_task(t, p.ng, &r, &k);
+            float x[E];
+#pragma unroll
+            for (int e = 0; e < E; e++) x[e] = xn[e];
+            const bool pre = pren;
+            pren = false;
+            if (t + NW < T) {
+                int64_t rn, kn;
+                tq_task(t + NW, p.ng, &rn, &kn);
+                pren = kn < p.nfull;
+                if (pren) tq_load<E>(xn, p.in, p.in_bf16, rn * p.cols + kn * p.g + lane * E, true);
+            }
+            if (tq_quant_group<E>(p, cw, r, k, lane, x, pre)) continue;
             __syncwarp();
             const int64_t s = k * p.g;
             const int n = (int)(p.cols - s < p.g ? p.cols - s : p.g);
@@ -1002,7 +1029,9 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_plain_kernel(const __
     }
     for (int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
         if (p.kind == TQ_CODEC_TER) {
-            for (int64_t k = warp; k < p.ng; k += TQ_GPU_WARPS) tq_quant_group<E>(p, smem + k * p.g, r, k, lane);
+            const float none[E] = {};
+            for (int64_t k = warp; k < p.ng; k += TQ_GPU_WARPS)
+                tq_quant_group<E>(p, smem + k * p.g, r, k, lane, none, false);
             __syncthreads();
             tq_pack_row(p.part[0] + r * p.row_bytes[0], p.row_bytes[0], smem, p.cols, 0);
             __syncthreads();

@@ -9,6 +9,7 @@
 
 #include "fileio.h" /* defines: tq_write_file_atomic, tq_read_file, tq_mkdirs */
 #include "hash.h"   /* defines: tq_xxh64 */
+#include "linalg_gpu.h" /* defines: tq_linalg_use_gpu, tq_hess_add_gpu (helper gpu7) */
 
 #define TQ_HESS_MAGIC "TQHESS1"
 #define TQ_HESS_HDR 48
@@ -61,6 +62,9 @@ int64_t tq_calib_find(const tq_calib* c, const char* name)
 tq_status tq_calib_observe(tq_calib* c, int64_t idx, const float* x, int64_t n, int64_t ldx)
 {
     if (!c || idx < 0 || idx >= c->n) return tq_fail(TQ_ERR_ARG, "calib: bad accumulator index %lld", (long long)idx);
+#ifdef TQ_HAVE_CUDA
+    if (tq_linalg_use_gpu()) return tq_hess_add_gpu(&c->e[idx].h, x, n, ldx, c->e[idx].name);
+#endif
     return tq_hess_add_ref(&c->e[idx].h, x, n, ldx, c->e[idx].name);
 }
 

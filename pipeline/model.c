@@ -174,7 +174,8 @@ static tq_status qs_read(void* ctx, const char* name, float* dst, size_t cap)
 {
     qsrc* q = ctx;
     TQ_FORWARD(q->inner->read(q->inner->ctx, name, dst, cap));
-    int linear = ends_with(name, "_proj.weight");
+    int linear = ends_with(name, "_proj.weight") || ends_with(name, ".mlp.experts.gate_up_proj") ||
+                 ends_with(name, ".mlp.experts.down_proj"); /* fused 3-D experts: rows = E x out */
     int embed = ends_with(name, "embed_tokens.weight") || !strcmp(name, "lm_head.weight");
     if (!linear && !(embed && q->with_embed)) return TQ_OK;
     int64_t rows, cols;
@@ -707,7 +708,8 @@ static tq_status moe_ffn(const tq_model* m, const layer_w* L, int l, const float
             wsel[t * K + k] = lg[best];
             sum += lg[best];
         }
-        if (a->norm_topk_prob)
+        /* Qwen3_5MoeTopKRouter always renormalizes the top-k weights (norm_topk_prob is not read) */
+        if (a->norm_topk_prob || !strcmp(a->model_type, "qwen3_5_moe"))
             for (int k = 0; k < K; k++) wsel[t * K + k] /= sum;
     }
     for (int e = 0; e < E; e++) {

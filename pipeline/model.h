@@ -46,9 +46,10 @@ typedef struct tq_wsource {
 tq_status tq_wsource_ckpt(const char* dir, tq_wsource** out);
 /* A tqpipe artifact directory (pipeline/artifact.h), dequantized per tensor with tq_dequantize_ref. */
 tq_status tq_wsource_artifact(const char* dir, tq_wsource** out);
-/* Wrap `inner` (taken over): every linear weight (attention, MLP, experts; embeddings and lm_head too
+/* Wrap `inner` (taken over): every linear weight (names ending "_proj.weight": attention, MLP, experts,
+ * DeltaNet in/out projections; fused 3-D experts as one [E*out x in] matrix; embeddings and lm_head too
  * when with_embed) is quantized with `codec` (tq_quantize_ref, seed tq_tensor_seed(seed, name)) and
- * dequantized in memory. Norms, biases and routers are passed through. */
+ * dequantized in memory. Norms, biases, routers, shared_expert_gate, conv1d, A_log, dt_bias pass through. */
 tq_status tq_wsource_quantized(tq_wsource* inner, const tq_codec* codec, uint64_t seed, int with_embed,
                                tq_wsource** out);
 void tq_wsource_free(tq_wsource** pw);

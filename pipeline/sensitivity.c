@@ -12,6 +12,7 @@
 #include <cblas.h>  /* defines: cblas_dgemm */
 
 #include "fileio.h" /* defines: tq_read_file, tq_write_file_atomic */
+#include "linalg_gpu.h" /* defines: tq_linalg_use_gpu, tq_gptq_quantize_gpu (helper gpu7) */
 
 // ------------------------------------------------------------------------------------------------
 // codec labels
@@ -277,9 +278,13 @@ tq_status tq_sens_measure(const float* w, int64_t rows, int64_t cols, const doub
     float* dq = malloc(n * sizeof(float));
     TQ_GOTO_FAIL(!dq, TQ_ERR_NOMEM, out, "sensitivity %s: out of memory (%zu floats)", what, n);
     TQ_CHECK_GOTO(tq_qtensor_alloc(&q, c, rows, cols, seed), out);
-    if (gptq && tq_gptq_supports(c))
-        TQ_CHECK_GOTO(tq_gptq_quantize_ref(w, h, gptq, &q, what), out);
-    else
+    if (gptq && tq_gptq_supports(c)) {
+#ifdef TQ_HAVE_CUDA
+        if (tq_linalg_use_gpu()) TQ_CHECK_GOTO(tq_gptq_quantize_gpu(w, h, gptq, &q, what), out);
+        else
+#endif
+            TQ_CHECK_GOTO(tq_gptq_quantize_ref(w, h, gptq, &q, what), out);
+    } else
         TQ_CHECK_GOTO(tq_quantize_ref(w, &q, what), out);
     TQ_CHECK_GOTO(tq_dequantize_ref(&q, dq), out);
     for (size_t i = 0; i < n; i++) dq[i] = w[i] - dq[i];

@@ -15,6 +15,7 @@
 #include "calib.h"     /* defines: tq_calib_input_key, tq_hess_file_load */
 #include "ckpt.h"      /* defines: tq_ckpt_open, tq_ckpt_read_f32 */
 #include "fileio.h"    /* defines: tq_file_exists, tq_read_file, tq_write_file_atomic */
+#include "linalg_gpu.h" /* defines: tq_linalg_use_gpu, tq_gptq_quantize_gpu (helper gpu7) */
 #include "log.h"       /* defines: TQ_LOG0 */
 #include "sensitivity.h"
 #include "model.h"     /* defines: tq_wsource, tq_model_load, tq_model_forward */
@@ -587,7 +588,11 @@ tq_status tq_apply_plan(const tq_apply_opts* o, tq_apply_stats* st)
         }
         TQ_CHECK_GOTO(tq_qtensor_alloc(&q, &c, R, N, tq_tensor_seed(o->seed, t->name)), out);
         if (o->gptq && h && !diag && tq_gptq_supports(&c)) {
-            TQ_CHECK_GOTO(tq_gptq_quantize_ref(w, h, &o->gopts, &q, t->name), out);
+#ifdef TQ_HAVE_CUDA
+            if (tq_linalg_use_gpu()) TQ_CHECK_GOTO(tq_gptq_quantize_gpu(w, h, &o->gopts, &q, t->name), out);
+            else
+#endif
+                TQ_CHECK_GOTO(tq_gptq_quantize_ref(w, h, &o->gopts, &q, t->name), out);
             st->gptq_applied++;
         } else {
             TQ_CHECK_GOTO(tq_quantize_ref(w, &q, t->name), out);

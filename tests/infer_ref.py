@@ -87,8 +87,8 @@ def moe(W, p, cfg, xb):
     for t in range(xb.shape[0]):
         top = np.argsort(-pr[t], kind="stable")[:K]
         wts = pr[t, top]
-        if cfg.get("norm_topk_prob"):
-            wts = wts / wts.sum()
+        if cfg.get("norm_topk_prob") or cfg.get("model_type", "").startswith("qwen3_5_moe"):
+            wts = wts / wts.sum()  # Qwen3_5MoeTopKRouter always renormalizes
         for e, wt in zip(top, wts):
             if fused:
                 gu = W[p + "mlp.experts.gate_up_proj"][e]
