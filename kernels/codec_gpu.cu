@@ -542,6 +542,42 @@ __device__ __forceinline__ void tq_task(int64_t t, int64_t tpr, int64_t* r, int6
     }
 }
 
+/* A warp's walk over tasks t, t + NW, t + 2 NW, ...: (row, task in row) of the current one, and of the
+ * next without a 64-bit division per step (TQ_GPU_WALK = 0: divide each time). */
+#ifndef TQ_GPU_WALK
+#define TQ_GPU_WALK 1
+#endif
+typedef struct {
+    int64_t t, r, j, tpr, dq, dr;
+} tq_walk;
+
+__device__ __forceinline__ void tq_walk_init(tq_walk& w, int64_t t, int64_t tpr, int64_t nw)
+{
+    w.t = t;
+    w.tpr = tpr;
+    tq_task(t, tpr, &w.r, &w.j);
+    w.dq = nw / tpr;
+    w.dr = nw - w.dq * tpr;
+}
+
+/* (row, task) of t + nw into r, j; then make it the current one. */
+__device__ __forceinline__ void tq_walk_step(tq_walk& w, int64_t nw, int64_t* r, int64_t* j)
+{
+#if TQ_GPU_WALK
+    *j = w.j + w.dr;
+    *r = w.r + w.dq;
+    if (*j >= w.tpr) {
+        *j -= w.tpr;
+        (*r)++;
+    }
+#else
+    tq_task(w.t + nw, w.tpr, r, j);
+#endif
+    w.t += nw;
+    w.r = *r;
+    w.j = *j;
+}
+
 /* Quantize, rotation codecs. A task is P consecutive full blocks of a row (P = 2: two blocks per warp,
  * 16 lanes and E = 2g/32 values per lane each, fewer shuffle stages and per-block scalar work per
  * value; P = 1: E = g/32), or the row's whole tail (cols % g: its power-of-two blocks one after the
@@ -566,21 +602,21 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_QROT_MINB) tq_quant_rot
     const bool direct1 = K == TQ_CODEC_TQR && ((E * p.rbits) & 7) == 0;
     int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
     float xn[E];
+    tq_walk w;
+    tq_walk_init(w, t, tpr, NW);
     if (t < T) {
-        int64_t r, j;
-        tq_task(t, tpr, &r, &j);
+        const int64_t r = w.r, j = w.j;
         const int64_t k = j * P + grp;
         tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane_in * E, j < nfp && k < p.nfull);
     }
     for (; t < T; t += NW) {
-        int64_t r, j;
-        tq_task(t, tpr, &r, &j);
+        const int64_t r = w.r, j = w.j;
+        int64_t rn, jn;
+        tq_walk_step(w, NW, &rn, &jn);
         float x[E];
 #pragma unroll
         for (int e = 0; e < E; e++) x[e] = xn[e];
         if (t + NW < T) {
-            int64_t rn, jn;
-            tq_task(t + NW, tpr, &rn, &jn);
             const int64_t kn = jn * P + grp;
             tq_load<E>(xn, p.in, p.in_bf16, rn * p.cols + kn * p.g + lane_in * E, jn < nfp && kn < p.nfull);
         }
@@ -729,21 +765,21 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_DROT_MINB) tq_deq_rot_k
     const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
     tq_deq_in nx = {0, 0, 0, 0};
     int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
+    tq_walk w;
+    tq_walk_init(w, t, tpr, NW);
     if (t < T) {
-        int64_t ro, j;
-        tq_task(t, tpr, &ro, &j);
+        const int64_t ro = w.r, j = w.j;
         const int64_t k = j * P + grp;
         const bool live = j < nfp && k < p.nfull;
         if (j < nfp) tq_deq_fetch<E>(p, ro + p.row0, live ? k : 0, live ? (int)(k * p.g) + lane_in * E : 0, live, nx);
     }
     for (; t < T; t += NW) {
-        int64_t ro, j;
-        tq_task(t, tpr, &ro, &j);
+        const int64_t ro = w.r, j = w.j;
+        int64_t ron, jn;
+        tq_walk_step(w, NW, &ron, &jn);
         const int64_t rt = ro + p.row0;
         const tq_deq_in cur = nx;
         if (t + NW < T) {
-            int64_t ron, jn;
-            tq_task(t + NW, tpr, &ron, &jn);
             const int64_t kn = jn * P + grp;
             const bool liven = jn < nfp && kn < p.nfull;
             if (jn < nfp)
@@ -998,23 +1034,23 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_plain_kernel(const __
         float xn[E];
         bool pren = false;
         int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
+        tq_walk w;
+        tq_walk_init(w, t, p.ng, NW);
         if (t < T) {
-            int64_t r, k;
-            tq_task(t, p.ng, &r, &k);
+            const int64_t r = w.r, k = w.j;
             pren = k < p.nfull;
             if (pren) tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane * E, true);
         }
         for (; t < T; t += NW) {
-            int64_t r, k;
-            tq_task(t, p.ng, &r, &k);
+            const int64_t r = w.r, k = w.j;
+            int64_t rn, kn;
+            tq_walk_step(w, NW, &rn, &kn);
             float x[E];
 #pragma unroll
             for (int e = 0; e < E; e++) x[e] = xn[e];
             const bool pre = pren;
             pren = false;
             if (t + NW < T) {
-                int64_t rn, kn;
-                tq_task(t + NW, p.ng, &rn, &kn);
                 pren = kn < p.nfull;
                 if (pren) tq_load<E>(xn, p.in, p.in_bf16, rn * p.cols + kn * p.g + lane * E, true);
             }

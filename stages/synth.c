@@ -83,6 +83,7 @@ typedef struct {
     const float* cs;   /* [cols] input channel scales */
     tq_role role;
     int is_alog;       /* linear_attn.A_log */
+    int zero_norm;     /* zero-centred RMSNorm (x * (1 + w)): Qwen3.5 / Qwen3-Next store w near 0 */
     int64_t rows, cols;
     double sigma;
 } gen;
@@ -112,7 +113,7 @@ static void gen_rows(const gen* g, int64_t row0, int64_t nrows, float* out)
             double z = gauss_c(g->key, idx, &gc), v;
             switch (g->role) {
             case TQ_ROLE_NORM:
-                v = 1.0 + 0.05 * z;
+                v = (g->zero_norm ? 0.0 : 1.0) + 0.05 * z;
                 break;
             case TQ_ROLE_ATTN_BIAS:
                 v = 0.02 * z;
@@ -151,7 +152,8 @@ static void synth_help(FILE* f)
             "vocabulary by S too (smaller files, same tensor names). OUT_DIR/config.json is the scaled\n"
             "config: the descriptor of OUT_DIR equals the checkpoint. Weights are deterministic per seed\n"
             "(a counter-based hash of seed, tensor name and element index), with a Gaussian bulk, per-row\n"
-            "scale spread, a few outlier input channels, and norms near 1.\n\n"
+            "scale spread, a few outlier input channels, and norms near 1 (near 0 for the\n"
+            "zero-centred norms of qwen3_5 / qwen3_5_moe / qwen3_next).\n\n"
             "options:\n"
             "  --config FILE      config.json (top level or Qwen3.5 VLM wrapper with text_config)\n"
             "  --scale S          width divisor (default 1: full size)\n"
@@ -320,6 +322,10 @@ static tq_status synth_run(const synth_opts* o)
         g.cols = tq_arch_tensor_cols(t);
         size_t ln = strlen(t->name);
         g.is_alog = ln >= 5 && !strcmp(t->name + ln - 5, "A_log");
+        /* The hybrid families apply norms as x * (1 + w), except the DeltaNet gated norm (plain w). */
+        g.zero_norm = (!strcmp(a->model_type, "qwen3_5") || !strcmp(a->model_type, "qwen3_5_moe") ||
+                       !strcmp(a->model_type, "qwen3_next")) &&
+                      !strstr(t->name, "linear_attn.norm.");
         /* fan-in: cols for matrices; conv1d has K taps per channel */
         g.sigma = 1.0 / sqrt((double)g.cols);
         int64_t step = cap / g.cols;

@@ -1,7 +1,7 @@
 #!/bin/bash
 # infer_hybrid.sh — the hybrid Qwen3.5 / Qwen3-Next forward pass (helper "hybrid"). Tiny synth
-# checkpoints (tests/infer_hybrid_cfg.py: 8 layers, 2 of them full attention, f32, norms re-centred to
-# the zero-centred form of real checkpoints) of qwen3_5 (dense), qwen3_5_moe (per-expert and fused
+# checkpoints (tests/infer_hybrid_cfg.py: 8 layers, 2 of them full attention, f32, norms in the
+# zero-centred form of real checkpoints, checked) of qwen3_5 (dense), qwen3_5_moe (per-expert and fused
 # experts) and qwen3_next (fused qkvz/ba projections, shared expert, one dense layer):
 #   1. mean NLL of 100 random tokens in windows of 32 (f32 KV): C eval vs numpy fp64 (tests/infer_ref.py)
 #      agree to 1e-6 relative;
@@ -22,7 +22,7 @@ for fam in qwen3_5 qwen3_5_moe qwen3_next; do
   "$BIN" synth --config "$W/$fam.json" --dtype f32 --shard-size 0 --seed 3 "$W/$fam" > /dev/null
 done
 "$BIN" synth --config "$W/qwen3_5_moe.json" --dtype f32 --shard-size 0 --seed 3 --fused-experts "$W/qwen3_5_moe_fused" > /dev/null
-python3 "$SRC/tests/infer_hybrid_cfg.py" --recenter "$W/qwen3_5" "$W/qwen3_5_moe" "$W/qwen3_5_moe_fused" "$W/qwen3_next"
+python3 "$SRC/tests/infer_hybrid_cfg.py" --check-norms "$W/qwen3_5" "$W/qwen3_5_moe" "$W/qwen3_5_moe_fused" "$W/qwen3_next"
 fail=0
 js() { python3 -c "import json,sys; d=json.load(sys.stdin); print(' '.join(str(d[k]) for k in sys.argv[1:]))" "$@"; }
 for fam in qwen3_5 qwen3_5_moe qwen3_5_moe_fused qwen3_next; do

@@ -78,7 +78,13 @@ int main(int argc, char** argv)
                     break;
                 }
             if (at->role == TQ_ROLE_NORM) {
-                for (int64_t k = 0; k < n; k++) norm_sum += v[k];
+                /* the hybrid families store zero-centred norms (applied as 1 + w) except the DeltaNet
+                 * gated norm: measure every norm against the value its model applies it around */
+                int zero_centred = (!strcmp(a->model_type, "qwen3_5") || !strcmp(a->model_type, "qwen3_5_moe") ||
+                                    !strcmp(a->model_type, "qwen3_next")) &&
+                                   !strstr(t->name, "linear_attn.norm.");
+                double centre = zero_centred ? 0.0 : 1.0;
+                for (int64_t k = 0; k < n; k++) norm_sum += v[k] - centre;
                 norm_n += (double)n;
             }
             if (tq_role_is_linear(at->role) && at->role != TQ_ROLE_EMBED && n >= 256 && cols >= 8) {
@@ -116,11 +122,11 @@ int main(int argc, char** argv)
     tq_xxh_free(&hs);
     printf("digest %s\n", hex);
     if (stats) {
-        double nm = norm_n > 0 ? norm_sum / norm_n : 0;
-        printf("norm mean %.4f over %.0f values; linear tensors %d (%d off-scale); outlier channels in %d of %d\n", nm,
+        double nm = norm_n > 0 ? 1.0 + norm_sum / norm_n : 0; /* mean of (1 + w - centre) */
+        printf("norm mean %.4f (relative to each family's centre, 1 = right) over %.0f values; linear tensors %d (%d off-scale); outlier channels in %d of %d\n", nm,
                norm_n, lin_checked, lin_bad, outlier_tensors, outlier_checked);
         if (norm_n > 0 && fabs(nm - 1.0) > 0.02) {
-            printf("FAILED norm weights not near 1\n");
+            printf("FAILED norm weights not near 1 (0 for zero-centred norms)\n");
             fails++;
         }
         if (lin_checked == 0 || lin_bad * 20 > lin_checked) {
