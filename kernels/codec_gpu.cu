@@ -9,15 +9,23 @@
  *   rotation codecs (tq, tqr, bin1): a warp task is one full rotation block of g columns of one row
  *     (E = g/32 values per lane), or a row's whole tail (cols % g, its power-of-two blocks one after the
  *     other, E = d/32 or one value per lane on d lanes for d < 32). In registers: signs, Walsh-Hadamard
- *     butterflies (in-lane stages, then shuffles), the norm, codes by binary search over the fp32
- *     boundaries, the least-squares norm, and for tq{b}r{r} the stage-1 reconstruction, residual and
- *     stage 2. The task's codes go to a per-warp shared buffer and the warp bit-packs them (a task owns
- *     whole bytes). Each warp loads its next block while working on this one. Rotation signs are
- *     computed once per thread block into a shared bit mask; templates per (g, codec) keep registers low.
- *   rtn: one warp per group (groups start on byte boundaries); ter: a row per block (5-trit bytes
- *     straddle groups); int8 / fp16 / bf16 / f32: a row per block.
+ *     butterflies (in-lane stages, then shuffles, unrolled for full blocks), the norm, codes by a fixed
+ *     4-step search over 15 boundaries (real ones repeated, +inf padded: no loop over bits; the first
+ *     two steps from registers), the least-squares norm, and for tq{b}r{r} the stage-1 reconstruction,
+ *     residual and stage 2. Full blocks: each lane packs its E codes in a register and stores them
+ *     straight into the row when they fill whole bytes (E * b % 8 == 0); otherwise (tails, E * b odd)
+ *     the codes go to a per-warp shared buffer and the warp bit-packs them (a task owns whole bytes).
+ *     Each warp loads its next block while working on this one, and steps from task to task without a
+ *     division (tq_walk). Rotation signs are computed once per thread block into a shared bit mask;
+ *     templates per (g, codec) and __launch_bounds__ (TQ_GPU_QROT_MINB / TQ_GPU_DROT_MINB resident
+ *     blocks, measured best on an H100: 3 and 4) keep registers in check.
+ *   rtn: one warp per group (groups start on byte boundaries), next group prefetched, min / max by
+ *     value (the index-tracking reduction only when the min or max is zero: its sign), codes stored
+ *     straight from registers; ter: a row per block (5-trit bytes straddle groups); int8 / fp16 / bf16
+ *     / f32: a row per block.
  * Dequantize mirrors this: rotation codecs per (row, block) task reading each lane's codes straight from
- * the packed row; rtn 8 columns per thread; ter stages the row's trits in shared memory.
+ * the packed row (the next task's norms and code words fetched ahead), 16-byte stores; rtn 8 columns
+ * per thread; ter stages the row's trits in shared memory.
  * Numeric errors (NaN/Inf input, fp16 overflow of a norm, corrupt fp16 scales) are recorded on the
  * device as the smallest row*cols+col and reported by the host after the launch (check = 1). */
 #include <cuda_runtime.h>

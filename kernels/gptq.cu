@@ -33,7 +33,7 @@ extern "C" {
 }
 #include "gpu_common.cuh" /* defines: CUDA_CHECK_GOTO, tq_f* IEEE wrappers */
 
-#define GQ_THREADS 128
+#define GQ_THREADS 64 /* rows per thread block of the sweep: small, so that few rows still spread over the SMs */
 
 #define CUBLAS_CHECK_GOTO(expr, label)                                                             \
     do {                                                                                           \
