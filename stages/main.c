@@ -7,8 +7,14 @@
 
 static int cmd_version(int argc, char** argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: tqpipe version\n\nprint the tqpipe version\n");
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "tqpipe version: unknown option '%s'\nusage: tqpipe version\n", argv[1]);
+        return 2;
+    }
     printf("tqpipe %s\n", TQ_VERSION);
     return 0;
 }
