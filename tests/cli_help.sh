@@ -19,13 +19,12 @@ n=$(echo "$cmds" | grep -c .)
 for c in $cmds; do
     rc=0; timeout 20 "$BIN" "$c" --help > "$T/out" 2>&1 < /dev/null || rc=$?
     [ "$rc" -eq 0 ] || { bad "$c --help: exit $rc"; continue; }
+    grep -q "usage: .*tqpipe $c" "$T/out" || { bad "$c --help: no 'usage: tqpipe $c' line"; head -3 "$T/out"; }
+    rc=0; timeout 20 "$BIN" "$c" --no-such-option > "$T/out" 2>&1 < /dev/null || rc=$?
+    [ "$rc" -eq 2 ] || bad "$c --no-such-option: exit $rc, want 2"
+    grep -q -- "--no-such-option" "$T/out" || { bad "$c: unknown option not named"; head -3 "$T/out"; }
     if [ "$c" = version ]; then
-        grep -q '^tqpipe [0-9]' "$T/out" || bad "version: no version line"
-    else
-        grep -q "usage: .*tqpipe $c" "$T/out" || { bad "$c --help: no 'usage: tqpipe $c' line"; head -3 "$T/out"; }
-        rc=0; timeout 20 "$BIN" "$c" --no-such-option > "$T/out" 2>&1 < /dev/null || rc=$?
-        [ "$rc" -eq 2 ] || bad "$c --no-such-option: exit $rc, want 2"
-        grep -q -- "--no-such-option" "$T/out" || { bad "$c: unknown option not named"; head -3 "$T/out"; }
+        "$BIN" version | grep -q '^tqpipe [0-9]' || bad "version: no version line"
     fi
 done
 rc=0; "$BIN" no-such-command > "$T/out" 2>&1 || rc=$?
