@@ -24,16 +24,7 @@
 #include "llama2c.h"
 #include "sensitivity.h" /* defines: tq_omega, tq_codec_label_parse */
 
-static int n_failed = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            n_failed++;                                                                            \
-            fprintf(stderr, "FAILED %s:%d: ", __FILE__, __LINE__);                                 \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-        }                                                                                          \
-    } while (0)
+#include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static double urand(void)

@@ -8,16 +8,7 @@
 
 #include "hessian.h"
 
-static int n_failed = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            n_failed++;                                                                            \
-            fprintf(stderr, "FAILED %s:%d: ", __FILE__, __LINE__);                                 \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-        }                                                                                          \
-    } while (0)
+#include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
 static uint64_t rng = 88172645463325252ull;
 static double urand(void)

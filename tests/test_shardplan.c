@@ -15,17 +15,7 @@
 #include "fileio.h"
 #include "shardplan.h"
 
-static int n_failed = 0, n_checks = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        n_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            n_failed++;                                                                            \
-            printf("FAILED %s:%d: %s: ", __FILE__, __LINE__, #cond);                               \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
+#include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
 static tq_arch* load(const char* name)
 {
