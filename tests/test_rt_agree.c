@@ -69,6 +69,9 @@ static void test_lowest_rank_wins(const tq_rt* rt)
     /* a second agreement right after must be clean again (notices drained) */
     CHECK(tq_rt_agree(rt, TQ_OK) == TQ_OK);
     CHECK(!tq_rt_peer_failed(rt));
+    /* every rank checks before any rank starts the next test, whose failure notices would be
+     * (correctly) visible here */
+    tq_rt_barrier(rt);
 }
 
 /* Rank 1 fails at item 3 of a 2000-item loop (5 ms each = 10 s); the others poll tq_rt_peer_failed
@@ -96,6 +99,7 @@ static void test_early_notice(const tq_rt* rt)
     CHECK(items < 1000); /* stopped early: a 10 s loop ends in well under 5 s */
     CHECK(el < 5.0);
     CHECK(!tq_rt_peer_failed(rt));
+    tq_rt_barrier(rt); /* as above: test_fault_point's notices must not reach a rank still checking */
 }
 
 static void test_fault_point(const tq_rt* rt)
