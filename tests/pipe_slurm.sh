@@ -54,9 +54,13 @@ for s in d['stages']:
 R=$W/s2
 TQ_FAULT=fail:quantize:10:1 "$BIN" submit "$JOB" --run-dir "$R" > "$R.submit" 2>&1 || bad "submit 2"
 wait_status "$R" quantize failed 90 && ok "failing stage recorded as failed" || { bad "quantize did not fail"; "$BIN" status "$R"; }
-sleep 2
 pk=$(jobid "$R" pack)
-st=$(squeue -h -t all -j "$pk" -o %T 2>/dev/null)
+# Slurm cancels the dependent at its next scheduling pass (sched_interval=1 s); allow for a loaded machine
+for _ in $(seq 1 60); do
+  st=$(squeue -h -t all -j "$pk" -o %T 2>/dev/null)
+  [ "$st" = PENDING ] || break
+  sleep 1
+done
 [ "$st" = CANCELLED ] && ok "dependent job $pk cancelled (kill-on-invalid-dep)" || bad "pack job state '$st'"
 "$BIN" status "$R" > "$R.status"
 log=$(grep -E '^quantize +failed' "$R.status" | sed -E 's/.*log: ([^;]*).*/\1/')
