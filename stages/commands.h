@@ -35,4 +35,11 @@ int tq_cmd_submit(int argc, char** argv);
 int tq_cmd_synth(int argc, char** argv);
 int tq_cmd_verify(int argc, char** argv);
 
+/* Shared parser for `tqpipe run|submit JOB [--run-dir DIR] [FLAG]`: fills job, run_dir and *flag_set
+ * (when FLAG is given). Returns -1 to go on, or the exit code (0 after --help, 2 on a usage error, with
+ * the usage printed). Defined in stages/run.c. */
+#include <stdio.h>
+int tq_cli_job_args(int argc, char** argv, const char* cmd, const char* flag, void (*usage)(FILE*),
+                    const char** job, const char** run_dir, int* flag_set);
+
 #endif

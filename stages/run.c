@@ -106,30 +106,38 @@ static void usage(FILE* f)
                "  --force         redo every stage\n");
 }
 
-int tq_cmd_run(int argc, char** argv)
+int tq_cli_job_args(int argc, char** argv, const char* cmd, const char* flag, void (*usage)(FILE*),
+                    const char** job, const char** run_dir, int* flag_set)
 {
-    const char *job = NULL, *run_dir = NULL;
-    int force = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(argv[i], "--run-dir") && i + 1 < argc) {
-            run_dir = argv[++i];
-        } else if (!strcmp(argv[i], "--force")) {
-            force = 1;
-        } else if (argv[i][0] != '-' && !job) {
-            job = argv[i];
+            *run_dir = argv[++i];
+        } else if (flag && !strcmp(argv[i], flag)) {
+            *flag_set = 1;
+        } else if (argv[i][0] != '-' && !*job) {
+            *job = argv[i];
         } else {
-            fprintf(stderr, "tqpipe run: unexpected argument '%s'\n\n", argv[i]);
+            fprintf(stderr, "tqpipe %s: unexpected argument '%s'\n\n", cmd, argv[i]);
             usage(stderr);
             return 2;
         }
     }
-    if (!job) {
+    if (!*job) {
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+int tq_cmd_run(int argc, char** argv)
+{
+    const char *job = NULL, *run_dir = NULL;
+    int force = 0;
+    int parsed = tq_cli_job_args(argc, argv, "run", "--force", usage, &job, &run_dir, &force);
+    if (parsed >= 0) return parsed;
     tq_rt rt;
     if (tq_rt_init(&rt, &argc, &argv) != TQ_OK) {
         fprintf(stderr, "tqpipe run: %s\n", tq_last_error());

@@ -222,26 +222,8 @@ int tq_cmd_submit(int argc, char** argv)
 {
     const char *job = NULL, *run_dir = NULL;
     int dry = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--run-dir") && i + 1 < argc) {
-            run_dir = argv[++i];
-        } else if (!strcmp(argv[i], "--dry-run")) {
-            dry = 1;
-        } else if (argv[i][0] != '-' && !job) {
-            job = argv[i];
-        } else {
-            fprintf(stderr, "tqpipe submit: unexpected argument '%s'\n\n", argv[i]);
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!job) {
-        usage(stderr);
-        return 2;
-    }
+    int parsed = tq_cli_job_args(argc, argv, "submit", "--dry-run", usage, &job, &run_dir, &dry);
+    if (parsed >= 0) return parsed;
     tq_rt rt;
     if (tq_rt_init(&rt, &argc, &argv) != TQ_OK) {
         fprintf(stderr, "tqpipe submit: %s\n", tq_last_error());
