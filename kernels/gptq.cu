@@ -27,6 +27,7 @@ extern "C" {
 #include "codec_internal.h" /* defines: tq_pack_bits */
 #include "dtype.h"          /* defines: tq_f16_to_f32 */
 #include "gptq.h"
+#include "gptq_internal.h" /* defines: tq_gptq_prepare */
 #include "hadamard.h" /* defines: tq_rot_signs, tq_rot_block, tq_rot_nblocks, tq_rot_block_sizes */
 #include "linalg_gpu.h"
 #include "status.h"
@@ -215,45 +216,7 @@ __global__ void gptq_sweep_kernel(gq_params P, const double* __restrict__ W, dou
 }
 
 // ------------------------------------------------------------------------------------------------
-// host helpers (same maps as gptq_ref.c)
-
-static void gq_fwht_d(double* x, int n)
-{
-    for (int h = 1; h < n; h <<= 1)
-        for (int i = 0; i < n; i += h << 1)
-            for (int j = i; j < i + h; j++) {
-                const double a = x[j], b = x[j + h];
-                x[j] = a + b;
-                x[j + h] = a - b;
-            }
-}
-
-static void gq_rot_forward_d(double* x, int64_t cols, int g, const float* signs)
-{
-    const int64_t nb = tq_rot_nblocks(cols, g);
-    for (int64_t k = 0; k < nb; k++) {
-        int64_t s;
-        int d;
-        tq_rot_block(cols, g, k, &s, &d);
-        for (int i = 0; i < d; i++) x[s + i] *= signs[s + i];
-        gq_fwht_d(x + s, d);
-        const double sc = 1.0 / sqrt((double)d);
-        for (int i = 0; i < d; i++) x[s + i] *= sc;
-    }
-}
-
-typedef struct {
-    int64_t idx;
-    double key;
-} gq_key;
-
-static int gq_key_cmp(const void* a, const void* b)
-{
-    const gq_key* x = (const gq_key*)a;
-    const gq_key* y = (const gq_key*)b;
-    if (x->key != y->key) return x->key > y->key ? -1 : 1;
-    return x->idx < y->idx ? -1 : (x->idx > y->idx);
-}
+// host helpers
 
 static int gq_grid(int64_t total, int threads)
 {
@@ -366,7 +329,6 @@ extern "C" tq_status tq_gptq_quantize_gpu(const float* w, const double* h, const
     float *sc32 = NULL, *signs = NULL;
     double *W = NULL, *Hm = NULL, *tmp = NULL;
     uint8_t *codesT = NULL, *codes = NULL;
-    gq_key* keys = NULL;
     /* device */
     double *dH = NULL, *dW = NULL, *dW1T = NULL, *dE1T = NULL;
     int64_t *dperm = NULL, *dgrp_of = NULL, *dgrp_start = NULL;
@@ -404,9 +366,8 @@ extern "C" tq_status tq_gptq_quantize_gpu(const float* w, const double* h, const
     codesT = (uint8_t*)malloc((size_t)R * (size_t)N);
     codes = (uint8_t*)malloc((size_t)N);
     perm = (int64_t*)malloc((size_t)N * sizeof(int64_t));
-    keys = (gq_key*)malloc((size_t)N * sizeof(gq_key));
     TQ_GOTO_FAIL(!grp_of || !grp_start || !cb_of || !sc16 || !mn16 || !sc32 || !W || !Hm || !tmp || !codesT || !codes ||
-                     !perm || !keys,
+                     !perm,
                  TQ_ERR_NOMEM, out, "gptq %s: out of memory (%lld x %lld)", what, (long long)R, (long long)N);
     for (int64_t k = 0; k < ngrp; k++) {
         int64_t s, e;
@@ -455,80 +416,16 @@ extern "C" tq_status tq_gptq_quantize_gpu(const float* w, const double* h, const
         for (int64_t r = 0; r < R; r++) memcpy(&sc32[r], ps->data + (size_t)r * 4, 4);
     }
 
-    /* 2. W and H (rotated for tq/bin1) in double */
+    /* 2-3. W and H in double (rotated), conditioned, act-order permutation: the CPU reference's own
+     * preparation (kernels/gptq_internal.h), so both paths see the same H */
     if (rotated) {
         signs = (float*)malloc((size_t)N * sizeof(float));
         TQ_GOTO_FAIL(!signs, TQ_ERR_NOMEM, out, "gptq %s: out of memory", what);
         tq_rot_signs(q->seed, N, signs);
     }
-    for (int64_t r = 0; r < R; r++) {
-        double* wr = W + r * N;
-        for (int64_t j = 0; j < N; j++) wr[j] = w[r * N + j];
-        if (rotated) gq_rot_forward_d(wr, N, g, signs);
-    }
-    for (int64_t i = 0; i < N * N; i++) {
-        TQ_GOTO_FAIL(!isfinite(h[i]), TQ_ERR_NUMERIC, out, "gptq %s: H holds NaN/Inf at (%lld, %lld)", what,
-                     (long long)(i / N), (long long)(i % N));
-        Hm[i] = h[i];
-    }
-    if (rotated) {
-        /* H' = R H Rᵀ: rotate the rows, transpose, rotate the rows again, symmetrize */
-        for (int64_t i = 0; i < N; i++) gq_rot_forward_d(Hm + i * N, N, g, signs);
-        for (int64_t i = 0; i < N; i++)
-            for (int64_t j = i + 1; j < N; j++) {
-                const double t = Hm[i * N + j];
-                Hm[i * N + j] = Hm[j * N + i];
-                Hm[j * N + i] = t;
-            }
-        for (int64_t i = 0; i < N; i++) gq_rot_forward_d(Hm + i * N, N, g, signs);
-        for (int64_t i = 0; i < N; i++)
-            for (int64_t j = i + 1; j < N; j++) {
-                const double m = 0.5 * (Hm[i * N + j] + Hm[j * N + i]);
-                Hm[i * N + j] = m;
-                Hm[j * N + i] = m;
-            }
-    }
-    {
-        /* dead columns, dampening */
-        double mean_diag = 0;
-        for (int64_t j = 0; j < N; j++) mean_diag += Hm[j * N + j];
-        mean_diag /= (double)N;
-        for (int64_t j = 0; j < N; j++)
-            if (!(Hm[j * N + j] > 0)) {
-                for (int64_t i = 0; i < N; i++) Hm[i * N + j] = Hm[j * N + i] = 0;
-                Hm[j * N + j] = 1;
-                for (int64_t r = 0; r < R; r++) W[r * N + j] = 0;
-            }
-        if (!(mean_diag > 0)) mean_diag = 1;
-        for (int64_t j = 0; j < N; j++) Hm[j * N + j] += damp * mean_diag;
-    }
-
-    /* 3. act-order permutation (position p holds original column perm[p]) */
-    for (int64_t j = 0; j < N; j++) perm[j] = j;
+    rc = tq_gptq_prepare(w, h, R, N, g, rotated ? signs : NULL, damp, o->act_order, W, Hm, perm, tmp, what);
+    if (rc != TQ_OK) goto out;
     if (o->act_order) {
-        for (int64_t j = 0; j < N; j++) {
-            keys[j].idx = j;
-            keys[j].key = Hm[j * N + j];
-        }
-        qsort(keys, (size_t)N, sizeof *keys, gq_key_cmp);
-        for (int64_t j = 0; j < N; j++) perm[j] = keys[j].idx;
-        /* permute H row by row through tmp (rows first into a copy would need N² more: do it in two
-         * passes, columns of every row, then the row order) */
-        for (int64_t i = 0; i < N; i++) {
-            for (int64_t j = 0; j < N; j++) tmp[j] = Hm[i * N + perm[j]];
-            memcpy(Hm + i * N, tmp, (size_t)N * sizeof(double));
-        }
-        {
-            double* Hp = (double*)malloc((size_t)N * (size_t)N * sizeof(double));
-            TQ_GOTO_FAIL(!Hp, TQ_ERR_NOMEM, out, "gptq %s: out of memory", what);
-            for (int64_t i = 0; i < N; i++) memcpy(Hp + i * N, Hm + perm[i] * N, (size_t)N * sizeof(double));
-            free(Hm);
-            Hm = Hp;
-        }
-        for (int64_t r = 0; r < R; r++) {
-            for (int64_t j = 0; j < N; j++) tmp[j] = W[r * N + perm[j]];
-            memcpy(W + r * N, tmp, (size_t)N * sizeof(double));
-        }
         /* rtn with act-order: static groups from the original weights (the codec's own params) */
         if (kind == TQ_CODEC_RTN) {
             const tq_qpart* ps = tq_qtensor_part(q, "scales");
@@ -633,6 +530,5 @@ out:
     free(codesT);
     free(codes);
     free(perm);
-    free(keys);
     return rc;
 }

@@ -4,6 +4,7 @@
  * codebook); GPTQ then rewrites the codes (and, for rtn, the group scale/min) so the normal dequantizer
  * reads its result. Bit packing: kernels/codec_internal.h, as the codec does. */
 #include "gptq.h"
+#include "gptq_internal.h" /* defines: tq_gptq_prepare */
 
 #include <cblas.h> /* defines: cblas_dgemm */
 #include <math.h>
@@ -181,6 +182,9 @@ static inline int quant1(const gq_ctx* C, int64_t r, int64_t oc, double v, doubl
 
 // ------------------------------------------------------------------------------------------------
 
+// ------------------------------------------------------------------------------------------------
+// Host-side preparation shared with the GPU path (kernels/gptq.cu)
+
 typedef struct {
     int64_t idx;
     double key;
@@ -191,6 +195,80 @@ static int key_cmp(const void* a, const void* b)
     const gq_key* y = b;
     if (x->key != y->key) return x->key > y->key ? -1 : 1;
     return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+tq_status tq_gptq_prepare(const float* w, const double* h, int64_t R, int64_t N, int g, const float* signs,
+                          double damp, int act_order, double* W, double* Hm, int64_t* perm, double* tmp,
+                          const char* what)
+{
+    for (int64_t r = 0; r < R; r++) {
+        double* wr = W + r * N;
+        for (int64_t j = 0; j < N; j++) wr[j] = w[r * N + j];
+        if (signs) rot_forward_d(wr, N, g, signs);
+    }
+    for (int64_t i = 0; i < N * N; i++) {
+        if (!isfinite(h[i]))
+            return tq_fail(TQ_ERR_NUMERIC, "gptq %s: H holds NaN/Inf at (%lld, %lld)", what, (long long)(i / N),
+                           (long long)(i % N));
+        Hm[i] = h[i];
+    }
+    if (signs) {
+        /* H' = R H Rᵀ: rotate the rows, transpose, rotate the rows again (H symmetric) */
+        for (int64_t i = 0; i < N; i++) rot_forward_d(Hm + i * N, N, g, signs);
+        for (int64_t i = 0; i < N; i++)
+            for (int64_t j = i + 1; j < N; j++) {
+                double t = Hm[i * N + j];
+                Hm[i * N + j] = Hm[j * N + i];
+                Hm[j * N + i] = t;
+            }
+        for (int64_t i = 0; i < N; i++) rot_forward_d(Hm + i * N, N, g, signs);
+        for (int64_t i = 0; i < N; i++) /* symmetrize rounding */
+            for (int64_t j = i + 1; j < N; j++) {
+                double m = 0.5 * (Hm[i * N + j] + Hm[j * N + i]);
+                Hm[i * N + j] = m;
+                Hm[j * N + i] = m;
+            }
+    }
+    /* dead columns, dampening */
+    double mean_diag = 0;
+    for (int64_t j = 0; j < N; j++) mean_diag += Hm[j * N + j];
+    mean_diag /= (double)N;
+    for (int64_t j = 0; j < N; j++)
+        if (!(Hm[j * N + j] > 0)) {
+            for (int64_t i = 0; i < N; i++) Hm[i * N + j] = Hm[j * N + i] = 0;
+            Hm[j * N + j] = 1;
+            for (int64_t r = 0; r < R; r++) W[r * N + j] = 0;
+        }
+    if (!(mean_diag > 0)) mean_diag = 1;
+    for (int64_t j = 0; j < N; j++) Hm[j * N + j] += damp * mean_diag;
+
+    /* act-order permutation (position p holds original column perm[p]) */
+    for (int64_t j = 0; j < N; j++) perm[j] = j;
+    if (!act_order) return TQ_OK;
+    gq_key* keys = malloc((size_t)N * sizeof *keys);
+    double* Hp = malloc((size_t)N * (size_t)N * sizeof(double));
+    if (!keys || !Hp) {
+        free(keys);
+        free(Hp);
+        return tq_fail(TQ_ERR_NOMEM, "gptq %s: out of memory", what);
+    }
+    for (int64_t j = 0; j < N; j++) {
+        keys[j].idx = j;
+        keys[j].key = Hm[j * N + j];
+    }
+    qsort(keys, (size_t)N, sizeof *keys, key_cmp);
+    for (int64_t j = 0; j < N; j++) perm[j] = keys[j].idx;
+    free(keys);
+    /* permute H (rows and columns) and W (columns) */
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t j = 0; j < N; j++) Hp[i * N + j] = Hm[perm[i] * N + perm[j]];
+    memcpy(Hm, Hp, (size_t)N * (size_t)N * sizeof(double));
+    free(Hp);
+    for (int64_t r = 0; r < R; r++) {
+        for (int64_t j = 0; j < N; j++) tmp[j] = W[r * N + perm[j]];
+        memcpy(W + r * N, tmp, (size_t)N * sizeof(double));
+    }
+    return TQ_OK;
 }
 
 tq_status tq_gptq_quantize_ref(const float* w, const double* h, const tq_gptq_opts* o, tq_qtensor* q,
@@ -221,7 +299,6 @@ tq_status tq_gptq_quantize_ref(const float* w, const double* h, const tq_gptq_op
     float* gv = NULL;
     uint8_t* codes = NULL; /* [R x N] in original column order */
     int64_t* perm = NULL;  /* position -> original column */
-    gq_key* keys = NULL;
 
     /* 1. the codec's own quantization: every part filled, fixed parameters read back */
     TQ_CHECK_GOTO(tq_quantize_ref(w, q, what), out);
@@ -249,9 +326,8 @@ tq_status tq_gptq_quantize_ref(const float* w, const double* h, const tq_gptq_op
     gv = malloc((size_t)(N > R ? N : R) * sizeof(float));
     codes = malloc((size_t)R * (size_t)N);
     perm = malloc((size_t)N * sizeof(int64_t));
-    keys = malloc((size_t)N * sizeof(gq_key));
     TQ_GOTO_FAIL(!C.grp_of || !C.grp_start || !C.cb_of || !C.sc16 || !C.mn16 || !C.sc32 || !W || !Hm || !W1 || !E1 ||
-                     !tmp || !gv || !codes || !perm || !keys,
+                     !tmp || !gv || !codes || !perm,
                  TQ_ERR_NOMEM, out, "gptq %s: out of memory (%lld x %lld)", what, (long long)R, (long long)N);
     for (int64_t k = 0; k < C.ngrp; k++) {
         int64_t s, e;
@@ -299,72 +375,15 @@ tq_status tq_gptq_quantize_ref(const float* w, const double* h, const tq_gptq_op
         for (int64_t r = 0; r < R; r++) memcpy(&C.sc32[r], ps->data + (size_t)r * 4, 4);
     }
 
-    /* 2. W (rotated) and H (rotated) in double */
+    /* 2-3. W and H in double (rotated), conditioned, act-order permutation */
     if (rotated) {
         signs = malloc((size_t)N * sizeof(float));
         TQ_GOTO_FAIL(!signs, TQ_ERR_NOMEM, out, "gptq %s: out of memory", what);
         tq_rot_signs(q->seed, N, signs);
     }
-    for (int64_t r = 0; r < R; r++) {
-        double* wr = W + r * N;
-        for (int64_t j = 0; j < N; j++) wr[j] = w[r * N + j];
-        if (rotated) rot_forward_d(wr, N, C.g, signs);
-    }
-    for (int64_t i = 0; i < N * N; i++) {
-        TQ_GOTO_FAIL(!isfinite(h[i]), TQ_ERR_NUMERIC, out, "gptq %s: H holds NaN/Inf at (%lld, %lld)", what,
-                     (long long)(i / N), (long long)(i % N));
-        Hm[i] = h[i];
-    }
-    if (rotated) {
-        /* H' = R H Rᵀ: rotate the rows, transpose, rotate the rows again (H symmetric) */
-        for (int64_t i = 0; i < N; i++) rot_forward_d(Hm + i * N, N, C.g, signs);
-        for (int64_t i = 0; i < N; i++)
-            for (int64_t j = i + 1; j < N; j++) {
-                double t = Hm[i * N + j];
-                Hm[i * N + j] = Hm[j * N + i];
-                Hm[j * N + i] = t;
-            }
-        for (int64_t i = 0; i < N; i++) rot_forward_d(Hm + i * N, N, C.g, signs);
-        for (int64_t i = 0; i < N; i++) /* symmetrize rounding */
-            for (int64_t j = i + 1; j < N; j++) {
-                double m = 0.5 * (Hm[i * N + j] + Hm[j * N + i]);
-                Hm[i * N + j] = m;
-                Hm[j * N + i] = m;
-            }
-    }
-    /* dead columns, dampening */
-    double mean_diag = 0;
-    for (int64_t j = 0; j < N; j++) mean_diag += Hm[j * N + j];
-    mean_diag /= (double)N;
-    for (int64_t j = 0; j < N; j++)
-        if (!(Hm[j * N + j] > 0)) {
-            for (int64_t i = 0; i < N; i++) Hm[i * N + j] = Hm[j * N + i] = 0;
-            Hm[j * N + j] = 1;
-            for (int64_t r = 0; r < R; r++) W[r * N + j] = 0;
-        }
-    if (!(mean_diag > 0)) mean_diag = 1;
-    for (int64_t j = 0; j < N; j++) Hm[j * N + j] += damp * mean_diag;
-
-    /* 3. act-order permutation (position p holds original column perm[p]) */
-    for (int64_t j = 0; j < N; j++) perm[j] = j;
+    TQ_CHECK_GOTO(tq_gptq_prepare(w, h, R, N, C.g, rotated ? signs : NULL, damp, o->act_order, W, Hm, perm, tmp, what),
+                  out);
     if (o->act_order) {
-        for (int64_t j = 0; j < N; j++) {
-            keys[j].idx = j;
-            keys[j].key = Hm[j * N + j];
-        }
-        qsort(keys, (size_t)N, sizeof *keys, key_cmp);
-        for (int64_t j = 0; j < N; j++) perm[j] = keys[j].idx;
-        /* permute H (rows and columns) and W (columns) through tmp copies */
-        double* Hp = malloc((size_t)N * (size_t)N * sizeof(double));
-        TQ_GOTO_FAIL(!Hp, TQ_ERR_NOMEM, out, "gptq %s: out of memory", what);
-        for (int64_t i = 0; i < N; i++)
-            for (int64_t j = 0; j < N; j++) Hp[i * N + j] = Hm[perm[i] * N + perm[j]];
-        memcpy(Hm, Hp, (size_t)N * (size_t)N * sizeof(double));
-        free(Hp);
-        for (int64_t r = 0; r < R; r++) {
-            for (int64_t j = 0; j < N; j++) tmp[j] = W[r * N + perm[j]];
-            memcpy(W + r * N, tmp, (size_t)N * sizeof(double));
-        }
         /* rtn with act-order: static groups from the original weights (the codec's own params) */
         if (C.kind == TQ_CODEC_RTN) {
             const tq_qpart* ps = tq_qtensor_part(q, "scales");
@@ -446,6 +465,5 @@ out:
     free(gv);
     free(codes);
     free(perm);
-    free(keys);
     return rc;
 }
