@@ -20,29 +20,7 @@
 #include "safetensors.h"
 #include "st_writer.h"
 
-static int g_failed, g_checks;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        g_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAILED %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond,       \
-                    tq_last_error());                                                              \
-            g_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_RC(expr, want)                                                                       \
-    do {                                                                                           \
-        tq_status got_ = (expr);                                                                   \
-        g_checks++;                                                                                \
-        if (got_ != (want)) {                                                                      \
-            fprintf(stderr, "FAILED %s:%d: %s returned %d (%s), expected %d; last error: %s\n",    \
-                    __FILE__, __LINE__, #expr, (int)got_, tq_status_str(got_), (int)(want),         \
-                    tq_last_error());                                                              \
-            g_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "tq_check_status.h"
 
 static char g_tmp[4096];
 
