@@ -5,7 +5,14 @@
  * squares scales, means) are reduced as a tree instead of left to right: the stored fp16 can differ
  * from the reference only when the double sum lands within ~1e-16 of an fp32 rounding boundary.
  *
- * Work layout (one kernel launch per call, persistent grid of SMs x resident blocks, 8 warps each):
+ * Work layout (persistent grids of SMs x resident blocks):
+ *   g = 128, full blocks of tq{b}, bin1, rtn{2,3,4,8} (quantize and dequantize) and tq{b}r{b}
+ *   (dequantize): the thread-per-block (TPB) kernels below (tq_quant_tpb_kernel / tq_deq_tpb_kernel): one
+ *   thread holds a whole block, so butterflies and the reference's serial double sums run in registers
+ *   without shuffles; weights reach shared memory by cp.async, outputs leave through a padded shared row
+ *   per thread and coalesced 16-byte stores. The rows' tails (cols % g) then run on the warp kernels
+ *   (tail_only). TQ_GPU_TPB=0 in the environment turns the TPB kernels off (comparisons).
+ *   Everything else uses the warp-per-block kernels (8 warps a block):
  *   rotation codecs (tq, tqr, bin1): a warp task is one full rotation block of g columns of one row
  *     (E = g/32 values per lane), or a row's whole tail (cols % g, its power-of-two blocks one after the
  *     other, E = d/32 or one value per lane on d lanes for d < 32). In registers: signs, Walsh-Hadamard
@@ -92,6 +99,10 @@ typedef struct {
     void* out;        /* dequantize: output */
     unsigned long long* err;
     int write_cb;     /* quantize: block 0 writes the codebook parts from cbs */
+    int tail_only;    /* rotation kernels of a warp per block: only the rows' tails (full blocks done by TPB) */
+    int tpb_vec;      /* TPB kernels: weights / output rows allow 16-byte asynchronous copies */
+    float lut_s[2];   /* TPB quantize: code lookup cells per unit of u, per stage */
+    int lut_n[2];     /* TPB quantize: lookup cells per stage (0: none) */
     tq_gpu_cbs cbs[2];
 } tq_gpu_params;
 
@@ -601,7 +612,8 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_QROT_MINB) tq_quant_rot
     uint8_t* cw0 = S.cw + warp * 512;
     uint8_t* cw1 = cw0 + 256;
     const int64_t nfp = (p.nfull + P - 1) / P;
-    const int64_t tpr = nfp + (p.tail ? 1 : 0);
+    const int64_t tpr = p.tail_only ? 1 : nfp + (p.tail ? 1 : 0);
+    const int64_t joff = p.tail_only ? nfp : 0; /* tail_only: every task is a row's tail */
     const int64_t T = p.rows * tpr;
     const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
     const int b0 = K == TQ_CODEC_BIN1 ? 1 : p.bits;
@@ -613,14 +625,15 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_QROT_MINB) tq_quant_rot
     tq_walk w;
     tq_walk_init(w, t, tpr, NW);
     if (t < T) {
-        const int64_t r = w.r, j = w.j;
+        const int64_t r = w.r, j = w.j + joff;
         const int64_t k = j * P + grp;
         tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane_in * E, j < nfp && k < p.nfull);
     }
     for (; t < T; t += NW) {
-        const int64_t r = w.r, j = w.j;
+        const int64_t r = w.r, j = w.j + joff;
         int64_t rn, jn;
         tq_walk_step(w, NW, &rn, &jn);
+        jn += joff;
         float x[E];
 #pragma unroll
         for (int e = 0; e < E; e++) x[e] = xn[e];
@@ -768,7 +781,8 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_DROT_MINB) tq_deq_rot_k
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int grp = P == 2 ? lane >> 4 : 0, lane_in = P == 2 ? lane & 15 : lane;
     const int64_t nfp = (p.nfull + P - 1) / P;
-    const int64_t tpr = nfp + (p.tail ? 1 : 0);
+    const int64_t tpr = p.tail_only ? 1 : nfp + (p.tail ? 1 : 0);
+    const int64_t joff = p.tail_only ? nfp : 0; /* tail_only: every task is a row's tail */
     const int64_t T = p.rows * tpr;
     const int64_t NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
     tq_deq_in nx = {0, 0, 0, 0};
@@ -776,15 +790,16 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_DROT_MINB) tq_deq_rot_k
     tq_walk w;
     tq_walk_init(w, t, tpr, NW);
     if (t < T) {
-        const int64_t ro = w.r, j = w.j;
+        const int64_t ro = w.r, j = w.j + joff;
         const int64_t k = j * P + grp;
         const bool live = j < nfp && k < p.nfull;
         if (j < nfp) tq_deq_fetch<E>(p, ro + p.row0, live ? k : 0, live ? (int)(k * p.g) + lane_in * E : 0, live, nx);
     }
     for (; t < T; t += NW) {
-        const int64_t ro = w.r, j = w.j;
+        const int64_t ro = w.r, j = w.j + joff;
         int64_t ron, jn;
         tq_walk_step(w, NW, &ron, &jn);
+        jn += joff;
         const int64_t rt = ro + p.row0;
         const tq_deq_in cur = nx;
         if (t + NW < T) {
@@ -814,6 +829,589 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_DROT_MINB) tq_deq_rot_k
             else
                 tq_deq_rot_block<1>(p, S, rt, ro, kk, s, d, lane);
         }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// thread-per-block (TPB) kernels: full rotation blocks of g = 64 / 128 columns, one block per thread
+//
+// Each thread holds a whole rotation block in registers, so the Walsh-Hadamard butterflies, the double
+// sums (in the reference's serial order: exact, no tree) and the code search need no shuffles. A warp
+// owns 32 consecutive full blocks (flat index row * nfull + k). Quantize: the warp's weights are copied
+// into a per-warp shared-memory buffer with 16-byte asynchronous copies (cp.async, coalesced, two
+// buffers: the next task's copy runs while this one is computed); each thread then reads its own padded
+// row of that buffer. Dequantize: each thread fetches the next task's codes and norms into registers,
+// writes its block in the output type to a padded shared row, and the warp stores the 32 rows with
+// coalesced 16-byte stores. Codes are found with a lookup table over u (cells narrower than a third
+// of the smallest gap between boundaries, so a cell sees at most one boundary) and one exact fp32
+// comparison: the same code as counting boundaries below u. The rows' tails (cols % g) and other
+// cases run on the warp-per-block kernels above.
+
+#define TQ_TPB_WARPS 4
+#define TQ_TPB_THREADS (TQ_TPB_WARPS * 32)
+
+/* Per stage: the block size's codebook (fp32 and exact double) and its real boundaries (+inf padded). */
+typedef struct {
+    float cb[16];
+    float bnd[16];
+    double cbd[16];
+} tq_tpb_tab;
+
+__host__ __device__ inline size_t tq_tpb_fixed_bytes(int64_t cols, int nst, const int lut_n[2])
+{
+    const size_t nsw = (size_t)((cols + 31) / 32);
+    return (size_t)nst * tq_align16(nsw * 4) + 2 * sizeof(tq_tpb_tab) + tq_align16((size_t)lut_n[0]) +
+           tq_align16((size_t)lut_n[1]);
+}
+
+__device__ __forceinline__ void tq_cp16(void* smem_dst, const void* gsrc)
+{
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem_dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gsrc) : "memory");
+}
+
+__device__ __forceinline__ void tq_cp_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void tq_cp_wait1()
+{
+    asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
+
+__device__ __forceinline__ void tq_cp_wait0()
+{
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+/* Shared memory of the TPB kernels: sign masks, codebook tables, code lookup tables, then the per-warp
+ * buffers (returned). */
+__device__ uint8_t* tq_tpb_setup(const tq_gpu_params& p, uint8_t* smem, int D, int quantize, uint32_t** sg,
+                                 tq_tpb_tab** tab, uint8_t** lut)
+{
+    const int nst = p.kind == TQ_CODEC_TQR ? 2 : 1;
+    const size_t nsw = (size_t)((p.cols + 31) / 32);
+    const size_t sgb = tq_align16(nsw * 4);
+    sg[0] = (uint32_t*)smem;
+    sg[1] = (uint32_t*)(smem + (nst - 1) * sgb);
+    size_t off = nst * sgb;
+    tab[0] = (tq_tpb_tab*)(smem + off);
+    tab[1] = tab[0] + 1;
+    off += 2 * sizeof(tq_tpb_tab);
+    lut[0] = smem + off;
+    off += tq_align16((size_t)p.lut_n[0]);
+    lut[1] = smem + off;
+    off += tq_align16((size_t)p.lut_n[1]);
+    const int ci = p.size_idx[tq_ilog2_d(D)];
+    for (int st = 0; st < nst && p.kind != TQ_CODEC_RTN; st++) {
+        uint32_t* sgs = sg[st];
+        for (size_t w = threadIdx.x; w < nsw; w += blockDim.x) {
+            uint32_t m = 0;
+            for (int b = 0; b < 32; b++) {
+                const int64_t j = (int64_t)w * 32 + b;
+                if (j < p.cols) m |= tq_rot_signbit_d(p.seed[st], j) << b;
+            }
+            sgs[w] = m;
+        }
+        if (p.kind == TQ_CODEC_BIN1) continue;
+        const int n = 1 << (st ? p.rbits : p.bits);
+        const float* src = quantize ? p.cbs[st].cb[ci] : (const float*)p.part[p.cb_part[st]] + ci * n;
+        if (quantize && p.write_cb && blockIdx.x == 0)
+            for (int i = threadIdx.x; i < p.ndist * n; i += blockDim.x)
+                ((float*)p.part[p.cb_part[st]])[i] = p.cbs[st].cb[i / n][i % n];
+        if (threadIdx.x < 16) {
+            const int i = threadIdx.x;
+            const float c = i < n ? src[i] : 0.0f;
+            if (!quantize && i < n && !tq_finite(c)) tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, 0);
+            tab[st]->cb[i] = c;
+            tab[st]->cbd[i] = tq_f2d(c);
+            tab[st]->bnd[i] = i < n - 1 ? tq_fmul(0.5f, tq_fadd(c, src[i + 1])) : INFINITY;
+        }
+    }
+    __syncthreads();
+    if (quantize && (p.kind == TQ_CODEC_TQ || p.kind == TQ_CODEC_TQR)) {
+        for (int st = 0; st < nst; st++) {
+            const int nb = (1 << (st ? p.rbits : p.bits)) - 1;
+            const double S = p.lut_s[st];
+            for (int c = threadIdx.x; c < p.lut_n[st]; c += blockDim.x) {
+                /* boundaries surely below every u whose computed cell is c (one cell of margin) */
+                const double thr = (double)c / S - 1.0625 - 1.0 / S;
+                int cnt = 0;
+                for (int j = 0; j < nb; j++) cnt += tq_f2d(tab[st]->bnd[j]) < thr;
+                lut[st][c] = (uint8_t)cnt;
+            }
+        }
+        __syncthreads();
+    }
+    return smem + off;
+}
+
+/* D weights of a shared row (bf16 or fp32) as fp32. */
+template <int D>
+__device__ __forceinline__ void tq_tpb_load(float (&x)[D], const uint8_t* row, int bf16)
+{
+    if (bf16) {
+#pragma unroll
+        for (int c = 0; c < D; c += 8) {
+            const uint4 v = *(const uint4*)(row + 2 * c);
+            const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                x[c + 2 * i] = __uint_as_float(w[i] << 16);
+                x[c + 2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+            }
+        }
+    } else {
+#pragma unroll
+        for (int c = 0; c < D; c += 4) {
+            const float4 v = *(const float4*)(row + 4 * c);
+            x[c] = v.x;
+            x[c + 1] = v.y;
+            x[c + 2] = v.z;
+            x[c + 3] = v.w;
+        }
+    }
+}
+
+/* Flip v[i] where bit i of the block's sign words is set (sgw: the words of columns col0 ..). */
+template <int D>
+__device__ __forceinline__ void tq_tpb_signs(float (&v)[D], const uint32_t* sgw)
+{
+#pragma unroll
+    for (int w = 0; w < (D + 31) / 32; w++) {
+        const uint32_t m = sgw[w];
+#pragma unroll
+        for (int e = 0; e < 32; e++)
+            if (w * 32 + e < D)
+                v[w * 32 + e] = __uint_as_float(__float_as_uint(v[w * 32 + e]) ^ ((m << (31 - e)) & 0x80000000u));
+    }
+}
+
+template <int D>
+__device__ __forceinline__ void tq_tpb_rot_fwd(float (&v)[D], const uint32_t* sgw, float sc)
+{
+    tq_tpb_signs<D>(v, sgw);
+    tq_fwht_lanes<D>(v, 0, 1);
+#pragma unroll
+    for (int i = 0; i < D; i++) v[i] = tq_fmul(v[i], sc);
+}
+
+template <int D>
+__device__ __forceinline__ void tq_tpb_rot_inv(float (&v)[D], const uint32_t* sgw, float sc)
+{
+    tq_fwht_lanes<D>(v, 0, 1);
+#pragma unroll
+    for (int i = 0; i < D; i++) v[i] = tq_fmul(v[i], sc);
+    tq_tpb_signs<D>(v, sgw);
+}
+
+/* Code i (B bits) of a packed block held as NW words. */
+template <int B, int NW>
+__device__ __forceinline__ uint32_t tq_tpb_code(const uint32_t (&w)[NW], int i)
+{
+    const int bit = i * B, wi = bit >> 5, sh = bit & 31;
+    uint32_t v = w[wi] >> sh;
+    if (sh + B > 32) v |= w[wi + 1 < NW ? wi + 1 : wi] << (32 - sh);
+    return v & ((1u << B) - 1u);
+}
+
+template <int NW>
+__device__ __forceinline__ void tq_tpb_store_words(uint8_t* dst, const uint32_t (&w)[NW])
+{
+    const uintptr_t a = (uintptr_t)dst;
+    if (NW % 4 == 0 && (a & 15) == 0) {
+#pragma unroll
+        for (int i = 0; i < NW; i += 4) *(uint4*)(dst + 4 * i) = make_uint4(w[i], w[i + 1], w[i + 2], w[i + 3]);
+    } else if (NW % 2 == 0 && (a & 7) == 0) {
+#pragma unroll
+        for (int i = 0; i < NW; i += 2) *(uint2*)(dst + 4 * i) = make_uint2(w[i], w[i + 1]);
+    } else if ((a & 3) == 0) {
+#pragma unroll
+        for (int i = 0; i < NW; i++) *(uint32_t*)(dst + 4 * i) = w[i];
+    } else {
+#pragma unroll
+        for (int i = 0; i < NW; i++)
+#pragma unroll
+            for (int b = 0; b < 4; b++) dst[4 * i + b] = (uint8_t)(w[i] >> (8 * b));
+    }
+}
+
+template <int NW>
+__device__ __forceinline__ void tq_tpb_load_words(uint32_t (&w)[NW], const uint8_t* src)
+{
+    const uintptr_t a = (uintptr_t)src;
+    if (NW % 4 == 0 && (a & 15) == 0) {
+#pragma unroll
+        for (int i = 0; i < NW; i += 4) {
+            const uint4 v = *(const uint4*)(src + 4 * i);
+            w[i] = v.x;
+            w[i + 1] = v.y;
+            w[i + 2] = v.z;
+            w[i + 3] = v.w;
+        }
+    } else if (NW % 2 == 0 && (a & 7) == 0) {
+#pragma unroll
+        for (int i = 0; i < NW; i += 2) {
+            const uint2 v = *(const uint2*)(src + 4 * i);
+            w[i] = v.x;
+            w[i + 1] = v.y;
+        }
+    } else if ((a & 3) == 0) {
+#pragma unroll
+        for (int i = 0; i < NW; i++) w[i] = *(const uint32_t*)(src + 4 * i);
+    } else {
+#pragma unroll
+        for (int i = 0; i < NW; i++)
+            w[i] = (uint32_t)src[4 * i] | ((uint32_t)src[4 * i + 1] << 8) | ((uint32_t)src[4 * i + 2] << 16) |
+                   ((uint32_t)src[4 * i + 3] << 24);
+    }
+}
+
+/* One TurboQuant stage of a rotated block y (the reference's tq_stage_q, same operations and order):
+ * packed codes into cw, the fp16 norm into h. Returns true when the norm overflows fp16 (or is NaN). */
+template <int D, int B>
+__device__ __forceinline__ bool tq_tpb_stage(const tq_gpu_params& p, const float (&y)[D], uint32_t (&cw)[D * B / 32],
+                                             uint16_t& h, const tq_tpb_tab& T, const uint8_t* lut, float ls, int ln)
+{
+    double n2 = 0.0;
+#pragma unroll
+    for (int i = 0; i < D; i++) {
+        const double yd = tq_f2d(y[i]);
+        n2 = fma(yd, yd, n2); /* yd * yd is exact in double: the same as the reference's mul then add */
+    }
+    const double nd = sqrt(n2);
+    bool ovf = !(nd <= 2.0 * 65504.0);
+    const float n = tq_d2f(nd);
+    const bool valid = !tq_flt(n, 1e-30f);
+    const float inv = tq_fdiv(1.0f, valid ? n : 1.0f);
+    const float lc = 1.0625f * ls;
+    const unsigned lmax = (unsigned)(ln - 1);
+    double dot = 0.0, cc = 0.0;
+#pragma unroll
+    for (int w = 0; w < D * B / 32; w++) cw[w] = 0;
+#pragma unroll
+    for (int i = 0; i < D; i++) {
+        const float u = tq_fmul(y[i], inv);
+        unsigned idx = (unsigned)__float2int_rd(u * ls + lc);
+        idx = idx < lmax ? idx : lmax;
+        const int tb = lut[idx];
+        int c = tb + tq_fgt(u, T.bnd[tb]);
+        c = valid ? c : 0;
+        const int bit = i * B;
+        cw[bit >> 5] |= (uint32_t)c << (bit & 31);
+        if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < D * B / 32 ? (bit >> 5) + 1 : 0] |= (uint32_t)c >> (32 - (bit & 31));
+        const double cd = T.cbd[c];
+        dot = fma(tq_f2d(y[i]), cd, dot);
+        cc = fma(cd, cd, cc);
+    }
+    h = 0;
+    if (valid) {
+        const double s = p.plain_norm ? nd : (cc > 0.0 ? dot / cc : 0.0);
+        h = tq_f32_to_f16_d(tq_d2f(s));
+        if ((h & 0x7c00u) == 0x7c00u) ovf = true;
+    }
+    return ovf;
+}
+
+/* Quantize full block fb (flat index row * nfull + k) from its shared row. */
+template <int D, int K, int B>
+__device__ __forceinline__ void tq_quant_tpb_block(const tq_gpu_params& p, uint32_t* const* sg, tq_tpb_tab* const* tab,
+                                                   uint8_t* const* lut, const uint8_t* row, int64_t fb)
+{
+    int64_t r, k;
+    tq_task(fb, p.nfull, &r, &k);
+    const int col0 = (int)(k * D);
+    const float sc = p.rscale[tq_ilog2_d(D)];
+    float y[D];
+    tq_tpb_load<D>(y, row, p.in_bf16);
+    if (K == TQ_CODEC_RTN) {
+        /* the reference's order: min / max left to right (first of equal values), then per value */
+        const unsigned long long key = (unsigned long long)r * (unsigned long long)p.cols + col0;
+        if (p.err) {
+#pragma unroll
+            for (int i = 0; i < D; i++)
+                if (!tq_finite(y[i])) tq_err_min(p.err, TQ_GPU_ERR_NAN, key + i);
+        }
+        float lo = y[0], hi = y[0];
+#pragma unroll
+        for (int i = 1; i < D; i++) {
+            if (tq_flt(y[i], lo)) lo = y[i];
+            if (tq_fgt(y[i], hi)) hi = y[i];
+        }
+        constexpr int maxq = (1 << B) - 1;
+        const float scr = tq_fdiv(tq_fsub(hi, lo), (float)maxq);
+        const uint16_t hs = tq_f32_to_f16_d(scr), hm = tq_f32_to_f16_d(lo);
+        if ((hm & 0x7c00u) == 0x7c00u || (hs & 0x7c00u) == 0x7c00u) tq_err_min(p.err, TQ_GPU_ERR_OVF, key);
+        ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = hs;
+        ((uint16_t*)(p.part[2] + r * p.row_bytes[2]))[k] = hm;
+        const float scf = tq_f16_to_f32_d(hs), mnf = tq_f16_to_f32_d(hm);
+        const bool pos = tq_fgt(scf, 0.0f);
+        uint32_t cw[D * B / 32];
+#pragma unroll
+        for (int w = 0; w < D * B / 32; w++) cw[w] = 0;
+#pragma unroll
+        for (int i = 0; i < D; i++) {
+            const float v = tq_ffloor(tq_fadd(tq_fdiv(tq_fsub(y[i], mnf), scf), 0.5f));
+            uint32_t c = tq_fle(v, 0.0f) ? 0u : tq_fge(v, (float)maxq) ? (uint32_t)maxq : (uint32_t)(int)v;
+            c = pos ? c : 0u;
+            const int bit = i * B;
+            cw[bit >> 5] |= c << (bit & 31);
+            if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < D * B / 32 ? (bit >> 5) + 1 : 0] |= c >> (32 - (bit & 31));
+        }
+        tq_tpb_store_words<D * B / 32>(p.part[0] + r * p.row_bytes[0] + (size_t)col0 * B / 8, cw);
+        return;
+    }
+    tq_tpb_rot_fwd<D>(y, sg[0] + (col0 >> 5), sc);
+    const unsigned long long key = (unsigned long long)r * (unsigned long long)p.cols + col0;
+    bool ovf;
+    if (K == TQ_CODEC_BIN1) {
+        double a = 0.0;
+        uint32_t cw[D / 32];
+#pragma unroll
+        for (int w = 0; w < D / 32; w++) cw[w] = 0;
+#pragma unroll
+        for (int i = 0; i < D; i++) {
+            a += fabs(tq_f2d(y[i]));
+            cw[i >> 5] |= (uint32_t)(tq_flt(y[i], 0.0f) ? 0 : 1) << (i & 31);
+        }
+        const double m = a / D;
+        const uint16_t h = tq_f32_to_f16_d(tq_d2f(m));
+        ovf = (h & 0x7c00u) == 0x7c00u;
+        tq_tpb_store_words<D / 32>(p.part[0] + r * p.row_bytes[0] + (size_t)col0 / 8, cw);
+        ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = h;
+    } else {
+        uint32_t cw[D * B / 32];
+        uint16_t h;
+        ovf = tq_tpb_stage<D, B>(p, y, cw, h, *tab[0], lut[0], p.lut_s[0], p.lut_n[0]);
+        tq_tpb_store_words<D * B / 32>(p.part[0] + r * p.row_bytes[0] + (size_t)col0 * B / 8, cw);
+        ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = h;
+        if (K == TQ_CODEC_TQR) {
+            /* stage-1 reconstruction exactly as the dequantizer, residual, stage 2 with seed2 */
+            const float nf = tq_f16_to_f32_d(h);
+#pragma unroll
+            for (int i = 0; i < D; i++) y[i] = tq_fmul(nf, tab[0]->cb[tq_tpb_code<B, D * B / 32>(cw, i)]);
+            tq_tpb_rot_inv<D>(y, sg[0] + (col0 >> 5), sc);
+            float x[D];
+            tq_tpb_load<D>(x, row, p.in_bf16);
+#pragma unroll
+            for (int i = 0; i < D; i++) y[i] = tq_fsub(x[i], y[i]);
+            tq_tpb_rot_fwd<D>(y, sg[1] + (col0 >> 5), sc);
+            uint16_t h2;
+            ovf |= tq_tpb_stage<D, B>(p, y, cw, h2, *tab[1], lut[1], p.lut_s[1], p.lut_n[1]);
+            tq_tpb_store_words<D * B / 32>(p.part[3] + r * p.row_bytes[3] + (size_t)col0 * B / 8, cw);
+            ((uint16_t*)(p.part[4] + r * p.row_bytes[4]))[k] = h2;
+        }
+    }
+    if (ovf && p.err) {
+        /* NaN / Inf input makes the norm NaN / Inf: find the first such column (the reference's check) */
+        float x[D];
+        tq_tpb_load<D>(x, row, p.in_bf16);
+#pragma unroll
+        for (int i = 0; i < D; i++)
+            if (!tq_finite(x[i])) tq_err_min(p.err, TQ_GPU_ERR_NAN, key + i);
+        tq_err_min(p.err, TQ_GPU_ERR_OVF, key);
+    }
+}
+
+/* Copy the weights of task t (full blocks 32 t .. 32 t + 31) into the warp buffer buf (row j at j * RB). */
+template <int D>
+__device__ __forceinline__ void tq_tpb_fetch(const tq_gpu_params& p, int64_t t, uint8_t* buf, int lane, int es, int RB,
+                                             int64_t F)
+{
+    const int64_t f0 = t * 32;
+    const int nblk = F - f0 < 32 ? (int)(F - f0) : 32;
+    const uint8_t* in = (const uint8_t*)p.in;
+    int64_t r, k;
+    tq_task(f0 + (lane < nblk ? lane : 0), p.nfull, &r, &k);
+    const int64_t off = r * p.cols + k * D; /* elements */
+    if (p.tpb_vec) {
+        const int CH = D * es / 16, lg = es == 2 ? tq_ilog2_d(D) - 3 : tq_ilog2_d(D) - 2;
+        const int nch = nblk * CH;
+        const bool contig = p.tail == 0;
+        for (int c0 = 0; c0 < nch; c0 += 32) {
+            const int c = c0 + lane;
+            const int j = (c >> lg) & 31;
+            const long long offj = contig ? 0 : __shfl_sync(TQ_GPU_FULL, (long long)off, j);
+            if (c < nch) {
+                const uint8_t* src = contig ? in + (f0 * D) * es + (int64_t)c * 16 : in + offj * es + (c & (CH - 1)) * 16;
+                tq_cp16(buf + j * RB + (c & (CH - 1)) * 16, src);
+            }
+        }
+    } else if (lane < nblk) {
+        uint8_t* dst = buf + lane * RB;
+        if (es == 2) {
+            for (int i = 0; i < D; i++) ((uint16_t*)dst)[i] = ((const uint16_t*)in)[off + i];
+        } else {
+            for (int i = 0; i < D; i++) ((float*)dst)[i] = ((const float*)in)[off + i];
+        }
+    }
+}
+
+template <int D, int K, int B>
+__global__ void __launch_bounds__(TQ_TPB_THREADS, 2) tq_quant_tpb_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint32_t* sg[2];
+    tq_tpb_tab* tab[2];
+    uint8_t* lut[2];
+    uint8_t* stg = tq_tpb_setup(p, smem, D, 1, sg, tab, lut);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int es = p.in_bf16 ? 2 : 4;
+    const int RB = D * es + 16;
+    uint8_t* buf0 = stg + (size_t)warp * 64 * RB;
+    uint8_t* buf1 = buf0 + 32 * RB;
+    const int64_t F = p.rows * p.nfull;
+    const int64_t NT = (F + 31) >> 5;
+    const int64_t NW = (int64_t)gridDim.x * TQ_TPB_WARPS;
+    int64_t t = (int64_t)blockIdx.x * TQ_TPB_WARPS + warp;
+    if (t < NT) tq_tpb_fetch<D>(p, t, buf0, lane, es, RB, F);
+    tq_cp_commit();
+    for (int it = 0; t < NT; t += NW, it ^= 1) {
+        uint8_t* cur = it ? buf1 : buf0;
+        if (t + NW < NT) tq_tpb_fetch<D>(p, t + NW, it ? buf0 : buf1, lane, es, RB, F);
+        tq_cp_commit();
+        tq_cp_wait1();
+        __syncwarp();
+        const int64_t fb = t * 32 + lane;
+        if (fb < F) tq_quant_tpb_block<D, K, B>(p, sg, tab, lut, cur + lane * RB, fb);
+        __syncwarp();
+    }
+    tq_cp_wait0();
+}
+
+/* What a thread reads of its block for dequantize (fetched one task ahead). */
+template <int NW, int NW2>
+struct tq_tpb_din {
+    uint32_t w[NW];
+    uint32_t w2[NW2];
+    uint32_t h, h2;
+};
+
+template <int D, int K, int B, int NW, int NW2>
+__device__ __forceinline__ void tq_tpb_dfetch(const tq_gpu_params& p, int64_t fb, tq_tpb_din<NW, NW2>& in)
+{
+    int64_t ro, k;
+    tq_task(fb, p.nfull, &ro, &k);
+    const int64_t rt = ro + p.row0;
+    const int col0 = (int)(k * D);
+    in.h = ((const uint16_t*)(p.part[1] + rt * p.row_bytes[1]))[k];
+    tq_tpb_load_words<NW>(in.w, p.part[0] + rt * p.row_bytes[0] + (size_t)col0 * B / 8);
+    if (K == TQ_CODEC_RTN) in.h2 = ((const uint16_t*)(p.part[2] + rt * p.row_bytes[2]))[k];
+    if (K == TQ_CODEC_TQR) {
+        in.h2 = ((const uint16_t*)(p.part[4] + rt * p.row_bytes[4]))[k];
+        tq_tpb_load_words<NW2>(in.w2, p.part[3] + rt * p.row_bytes[3] + (size_t)col0 * B / 8);
+    }
+}
+
+template <int D, int K, int B>
+__global__ void __launch_bounds__(TQ_TPB_THREADS, 2) tq_deq_tpb_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    constexpr int BB = K == TQ_CODEC_BIN1 ? 1 : B;
+    constexpr int NW = D * BB / 32;
+    constexpr int NW2 = K == TQ_CODEC_TQR ? NW : 1;
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint32_t* sg[2];
+    tq_tpb_tab* tab[2];
+    uint8_t* lut[2];
+    uint8_t* stg = tq_tpb_setup(p, smem, D, 0, sg, tab, lut);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int es = p.in_bf16 ? 2 : 4;
+    const int RB = (K == TQ_CODEC_TQR ? D * 4 : D * es) + 16;
+    uint8_t* buf = stg + (size_t)warp * 32 * RB;
+    uint8_t* row = buf + lane * RB;
+    const int64_t F = p.rows * p.nfull;
+    const int64_t NT = (F + 31) >> 5;
+    const int64_t NW_ = (int64_t)gridDim.x * TQ_TPB_WARPS;
+    const float sc = p.rscale[tq_ilog2_d(D)];
+    int64_t t = (int64_t)blockIdx.x * TQ_TPB_WARPS + warp;
+    tq_tpb_din<NW, NW2> nx;
+    nx.h = nx.h2 = 0;
+    if (t < NT && t * 32 + lane < F) tq_tpb_dfetch<D, K, BB, NW, NW2>(p, t * 32 + lane, nx);
+    for (; t < NT; t += NW_) {
+        const tq_tpb_din<NW, NW2> in = nx;
+        const int64_t fb = t * 32 + lane;
+        if (t + NW_ < NT && (t + NW_) * 32 + lane < F) tq_tpb_dfetch<D, K, BB, NW, NW2>(p, (t + NW_) * 32 + lane, nx);
+        int64_t ro = 0, k = 0;
+        if (fb < F) {
+            tq_task(fb, p.nfull, &ro, &k);
+            const int64_t rt = ro + p.row0;
+            const int col0 = (int)(k * D);
+            if ((in.h & 0x7c00u) == 0x7c00u || ((K == TQ_CODEC_TQR || K == TQ_CODEC_RTN) && (in.h2 & 0x7c00u) == 0x7c00u))
+                tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols + col0);
+            const float nf = tq_f16_to_f32_d((uint16_t)in.h);
+            float v[D];
+            if (K == TQ_CODEC_RTN) {
+                const float mn = tq_f16_to_f32_d((uint16_t)in.h2);
+#pragma unroll
+                for (int i = 0; i < D; i++) v[i] = tq_fadd(mn, tq_fmul((float)tq_tpb_code<BB, NW>(in.w, i), nf));
+            } else if (K == TQ_CODEC_BIN1) {
+#pragma unroll
+                for (int i = 0; i < D; i++) v[i] = tq_fsign(nf, ((in.w[i >> 5] >> (i & 31)) & 1u) ^ 1u);
+            } else {
+#pragma unroll
+                for (int i = 0; i < D; i++) v[i] = tq_fmul(nf, tab[0]->cb[tq_tpb_code<BB, NW>(in.w, i)]);
+            }
+            if (K != TQ_CODEC_RTN) tq_tpb_rot_inv<D>(v, sg[0] + (col0 >> 5), sc);
+            if (K == TQ_CODEC_TQR) {
+                /* stage 1 parked as fp32 in the row, stage 2, then the sum in the output type */
+#pragma unroll
+                for (int i = 0; i < D; i += 4) *(float4*)(row + 4 * i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+                const float nf2 = tq_f16_to_f32_d((uint16_t)in.h2);
+#pragma unroll
+                for (int i = 0; i < D; i++) v[i] = tq_fmul(nf2, tab[1]->cb[tq_tpb_code<BB, NW2>(in.w2, i)]);
+                tq_tpb_rot_inv<D>(v, sg[1] + (col0 >> 5), sc);
+#pragma unroll
+                for (int i = 0; i < D; i += 4) {
+                    const float4 a = *(const float4*)(row + 4 * i);
+                    v[i] = tq_fadd(a.x, v[i]);
+                    v[i + 1] = tq_fadd(a.y, v[i + 1]);
+                    v[i + 2] = tq_fadd(a.z, v[i + 2]);
+                    v[i + 3] = tq_fadd(a.w, v[i + 3]);
+                }
+            }
+            if (p.in_bf16) {
+#pragma unroll
+                for (int i = 0; i < D; i += 8) {
+                    uint4 o;
+                    o.x = tq_f32x2_to_bf16x2_d(v[i], v[i + 1]);
+                    o.y = tq_f32x2_to_bf16x2_d(v[i + 2], v[i + 3]);
+                    o.z = tq_f32x2_to_bf16x2_d(v[i + 4], v[i + 5]);
+                    o.w = tq_f32x2_to_bf16x2_d(v[i + 6], v[i + 7]);
+                    *(uint4*)(row + 2 * i) = o;
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < D; i += 4) *(float4*)(row + 4 * i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+            }
+        }
+        __syncwarp();
+        /* the warp's rows to global memory */
+        const int64_t f0 = t * 32;
+        const int nblk = F - f0 < 32 ? (int)(F - f0) : 32;
+        const int64_t off = ro * p.cols + k * D;
+        uint8_t* out = (uint8_t*)p.out;
+        if (p.tpb_vec) {
+            const int CH = D * es / 16, lg = es == 2 ? tq_ilog2_d(D) - 3 : tq_ilog2_d(D) - 2;
+            const int nch = nblk * CH;
+            const bool contig = p.tail == 0;
+            for (int c0 = 0; c0 < nch; c0 += 32) {
+                const int c = c0 + lane;
+                const int j = (c >> lg) & 31;
+                const long long offj = contig ? 0 : __shfl_sync(TQ_GPU_FULL, (long long)off, j);
+                if (c < nch) {
+                    uint8_t* dst = contig ? out + (f0 * D) * es + (int64_t)c * 16 : out + offj * es + (c & (CH - 1)) * 16;
+                    *(uint4*)dst = *(const uint4*)(buf + j * RB + (c & (CH - 1)) * 16);
+                }
+            }
+        } else if (fb < F) {
+            if (es == 2) {
+                for (int i = 0; i < D; i++) ((uint16_t*)out)[off + i] = ((const uint16_t*)row)[i];
+            } else {
+                for (int i = 0; i < D; i++) ((float*)out)[off + i] = ((const float*)row)[i];
+            }
+        }
+        __syncwarp();
     }
 }
 
@@ -1037,22 +1635,24 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_quant_plain_kernel(const __
     if (p.kind == TQ_CODEC_RTN) {
         /* one warp per group; groups start on byte boundaries (g * b / 8), so each warp packs its own */
         uint8_t* cw = smem + warp * 256;
-        const int64_t T = p.rows * p.ng, NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
+        const int64_t tpr = p.tail_only ? 1 : p.ng, koff = p.tail_only ? p.ng - 1 : 0; /* tail_only: last groups */
+        const int64_t T = p.rows * tpr, NW = (int64_t)gridDim.x * TQ_GPU_WARPS;
         /* the values of the warp's next full group are loaded while it works on this one */
         float xn[E];
         bool pren = false;
         int64_t t = (int64_t)blockIdx.x * TQ_GPU_WARPS + warp;
         tq_walk w;
-        tq_walk_init(w, t, p.ng, NW);
+        tq_walk_init(w, t, tpr, NW);
         if (t < T) {
-            const int64_t r = w.r, k = w.j;
+            const int64_t r = w.r, k = w.j + koff;
             pren = k < p.nfull;
             if (pren) tq_load<E>(xn, p.in, p.in_bf16, r * p.cols + k * p.g + lane * E, true);
         }
         for (; t < T; t += NW) {
-            const int64_t r = w.r, k = w.j;
+            const int64_t r = w.r, k = w.j + koff;
             int64_t rn, kn;
             tq_walk_step(w, NW, &rn, &kn);
+            kn += koff;
             float x[E];
 #pragma unroll
             for (int e = 0; e < E; e++) x[e] = xn[e];
@@ -1152,7 +1752,8 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS) tq_deq_plain_kernel(const __gr
             if (!tq_finite(iscale) && threadIdx.x == 0)
                 tq_err_min(p.err, TQ_GPU_ERR_CORRUPT, (unsigned long long)rt * (unsigned long long)p.cols);
         }
-        for (int64_t j0 = (int64_t)threadIdx.x * 8; j0 < p.cols; j0 += (int64_t)blockDim.x * 8) {
+        const int64_t jbeg = p.tail_only ? p.nfull * p.g : 0; /* tail_only: the last (partial) group */
+        for (int64_t j0 = jbeg + (int64_t)threadIdx.x * 8; j0 < p.cols; j0 += (int64_t)blockDim.x * 8) {
             float v[8];
             uint64_t cbits = 0; /* rtn: the 8 codes of columns j0..j0+7 (byte aligned: j0 * b / 8) */
             float rsc = 0.0f, rmn = 0.0f;
@@ -1290,6 +1891,21 @@ static tq_status tq_gpu_params_init(tq_gpu_params* P, const tq_qtensor* q, uint8
                     P->cbs[st].bnd[i][j] = j / m < n - 1 ? 0.5f * (cb[j / m] + cb[j / m + 1]) : INFINITY;
                 P->cbs[st].bnd[i][15] = INFINITY;
             }
+            /* TPB code lookup for full blocks: cells of 1/S with 3.25 cells < the smallest boundary gap */
+            if (P->nfull > 0) {
+                const float* cb = P->cbs[st].cb[P->size_idx[tq_ilog2_h(P->g)]];
+                double gap = 1.0;
+                for (int j = 0; j + 2 < n; j++) {
+                    const double b0 = 0.5f * (cb[j] + cb[j + 1]), b1 = 0.5f * (cb[j + 1] + cb[j + 2]);
+                    if (b1 - b0 < gap) gap = b1 - b0;
+                }
+                int S = 32;
+                while (S < 4096 && 3.25 / S > gap) S *= 2;
+                if (3.25 / S <= gap) {
+                    P->lut_s[st] = (float)S;
+                    P->lut_n[st] = (int)(2.125 * S) + 2;
+                }
+            }
         }
     }
     return TQ_OK;
@@ -1323,10 +1939,129 @@ static tq_status tq_gpu_launch(K kernel, const tq_gpu_params* P, size_t smem, cu
     return TQ_OK;
 }
 
+/* Launch a TPB kernel: persistent grid (SMs x resident blocks), capped by the warp tasks. */
+template <typename K>
+static tq_status tq_tpb_launch(K kernel, const tq_gpu_params* P, size_t smem, cudaStream_t stream)
+{
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    int dev = 0, nsm = 0, per = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, TQ_TPB_THREADS, smem));
+    if (per < 1) per = 1;
+    const int64_t nt = (P->rows * P->nfull + 31) / 32;
+    int64_t grid = (int64_t)nsm * per;
+    const int64_t need = (nt + TQ_TPB_WARPS - 1) / TQ_TPB_WARPS;
+    if (grid > need) grid = need;
+    if (grid < 1) return TQ_OK;
+    kernel<<<(unsigned)grid, TQ_TPB_THREADS, smem, stream>>>(*P);
+    CUDA_CHECK(cudaGetLastError());
+    return TQ_OK;
+}
+
+/* TPB kernels on (default) unless the environment sets TQ_GPU_TPB=0 (the warp-per-block kernels for
+ * everything: for comparisons). */
+static int tq_tpb_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char* e = getenv("TQ_GPU_TPB");
+        on = !(e && e[0] == '0');
+    }
+    return on;
+}
+
+/* Shared bytes of a TPB kernel, 0 when the TPB kernels do not apply (other group sizes, no full block,
+ * tq{b}r{r} with r != b, a codebook whose boundaries are too close for the lookup, too many columns). */
+static size_t tq_tpb_smem(const tq_gpu_params* P, int quantize)
+{
+    const int rtn = P->kind == TQ_CODEC_RTN;
+    if ((!tq_gpu_is_rot(P->kind) && !rtn) || P->g != 128 || P->nfull < 1 || P->rows < 1 || !tq_tpb_enabled()) return 0;
+    if (rtn && P->bits != 2 && P->bits != 3 && P->bits != 4 && P->bits != 8) return 0;
+    const int tqr = P->kind == TQ_CODEC_TQR;
+    if (tqr && P->bits != P->rbits) return 0;
+    /* tq{b}r{b} quantize stays on the warp kernel: one thread holding both stages spills registers and
+     * measured slower on an H100 (tq4r4: 2.671 ms vs 2.034 ms) */
+    if (tqr && quantize) return 0;
+    if (P->kind != TQ_CODEC_BIN1 && !rtn && (P->bits < 1 || P->bits > 4)) return 0;
+    if (quantize && P->kind != TQ_CODEC_BIN1 && !rtn && (P->lut_n[0] < 1 || (tqr && P->lut_n[1] < 1))) return 0;
+    int ln[2] = {quantize ? P->lut_n[0] : 0, quantize && tqr ? P->lut_n[1] : 0};
+    const size_t es = P->in_bf16 ? 2 : 4;
+    const size_t rb = (quantize ? P->g * es : (tqr ? (size_t)P->g * 4 : P->g * es)) + 16;
+    const size_t sm = tq_tpb_fixed_bytes(P->cols, tqr ? 2 : 1, ln) + (size_t)TQ_TPB_WARPS * (quantize ? 64 : 32) * rb;
+    return sm <= TQ_GPU_SMEM_MAX ? sm : 0;
+}
+
+template <int D>
+static tq_status tq_quant_tpb_go(const tq_gpu_params* P, size_t sm, cudaStream_t st)
+{
+    if (P->kind == TQ_CODEC_BIN1) return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_BIN1, 1>, P, sm, st);
+    if (P->kind == TQ_CODEC_RTN) {
+        switch (P->bits) {
+        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 2>, P, sm, st);
+        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 3>, P, sm, st);
+        case 4: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 4>, P, sm, st);
+        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 8>, P, sm, st);
+        }
+    }
+    if (P->kind == TQ_CODEC_TQ) {
+        switch (P->bits) {
+        case 1: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 1>, P, sm, st);
+        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 2>, P, sm, st);
+        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 3>, P, sm, st);
+        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 4>, P, sm, st);
+        }
+    }
+    return tq_fail(TQ_ERR_ARG, "codec %d: no TPB quantize kernel", P->kind); /* tq_tpb_smem excludes tqr */
+}
+
+template <int D>
+static tq_status tq_deq_tpb_go(const tq_gpu_params* P, size_t sm, cudaStream_t st)
+{
+    if (P->kind == TQ_CODEC_BIN1) return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_BIN1, 1>, P, sm, st);
+    if (P->kind == TQ_CODEC_RTN) {
+        switch (P->bits) {
+        case 2: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_RTN, 2>, P, sm, st);
+        case 3: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_RTN, 3>, P, sm, st);
+        case 4: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_RTN, 4>, P, sm, st);
+        default: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_RTN, 8>, P, sm, st);
+        }
+    }
+    if (P->kind == TQ_CODEC_TQ) {
+        switch (P->bits) {
+        case 1: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQ, 1>, P, sm, st);
+        case 2: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQ, 2>, P, sm, st);
+        case 3: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQ, 3>, P, sm, st);
+        default: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQ, 4>, P, sm, st);
+        }
+    }
+    switch (P->bits) {
+    case 1: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQR, 1>, P, sm, st);
+    case 2: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQR, 2>, P, sm, st);
+    case 3: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQR, 3>, P, sm, st);
+    default: return tq_tpb_launch(tq_deq_tpb_kernel<D, TQ_CODEC_TQR, 4>, P, sm, st);
+    }
+}
+
+
 /* quant_rot_cuda / quant_plain_cuda / deq_*_cuda: pick the template instance for the group size. */
 static tq_status tq_quant_cuda(cudaStream_t stream, const tq_gpu_params* P, const char* what)
 {
     const int g = P->g;
+    const size_t tsm = !P->tail_only ? tq_tpb_smem(P, 1) : 0;
+    if (tsm) {
+        tq_gpu_params* Q = (tq_gpu_params*)malloc(sizeof *Q);
+        if (!Q) return tq_fail(TQ_ERR_NOMEM, "tensor %s: out of memory", what);
+        *Q = *P;
+        Q->tpb_vec = ((uintptr_t)P->in & 15) == 0 && ((size_t)P->cols * (P->in_bf16 ? 2 : 4)) % 16 == 0;
+        tq_status rc = tq_quant_tpb_go<128>(Q, tsm, stream);
+        if (rc == TQ_OK && P->tail) {
+            Q->tail_only = 1;
+            rc = tq_quant_cuda(stream, Q, what);
+        }
+        free(Q);
+        return rc;
+    }
     if (tq_gpu_is_rot(P->kind)) {
         const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1);
 #define TQ_QROT(E, NP)                                                                                 \
@@ -1348,6 +2083,20 @@ static tq_status tq_quant_cuda(cudaStream_t stream, const tq_gpu_params* P, cons
 static tq_status tq_deq_cuda(cudaStream_t stream, const tq_gpu_params* P, const char* what)
 {
     const int g = P->g;
+    const size_t tsm = !P->tail_only ? tq_tpb_smem(P, 0) : 0;
+    if (tsm) {
+        tq_gpu_params* Q = (tq_gpu_params*)malloc(sizeof *Q);
+        if (!Q) return tq_fail(TQ_ERR_NOMEM, "%s: out of memory", what);
+        *Q = *P;
+        Q->tpb_vec = ((uintptr_t)P->out & 15) == 0 && ((size_t)P->cols * (P->in_bf16 ? 2 : 4)) % 16 == 0;
+        tq_status rc = tq_deq_tpb_go<128>(Q, tsm, stream);
+        if (rc == TQ_OK && P->tail) {
+            Q->tail_only = 1;
+            rc = tq_deq_cuda(stream, Q, what);
+        }
+        free(Q);
+        return rc;
+    }
     if (tq_gpu_is_rot(P->kind)) {
         const size_t sm = tq_rot_smem_bytes(P->cols, P->kind == TQ_CODEC_TQR ? 2 : 1);
         if (g == 64) return tq_gpu_launch(tq_deq_rot_kernel<4, 2>, P, sm, stream, what);

@@ -617,6 +617,43 @@ out:
     return rc;
 }
 
+tq_status tq_plan_uniform(const tq_sens_table* t, const tq_alloc_opts* o, const char* codec, tq_plan** out)
+{
+    if (!t || !o || !codec || !out) return tq_fail(TQ_ERR_ARG, "tq_plan_uniform: NULL argument");
+    *out = NULL;
+    tq_sens_table* f = NULL;
+    TQ_FORWARD(tq_sens_table_create(&f));
+    tq_status rc = TQ_OK;
+    /* a filtered table with one row per tensor (all rows where a rule decides), solved without a budget */
+    for (int64_t a = 0; a < t->n && rc == TQ_OK;) {
+        int64_t b = a;
+        int64_t hit = -1, small = a;
+        while (b < t->n && !strcmp(t->rows[b].tensor, t->rows[a].tensor)) {
+            if (!strcmp(t->rows[b].codec, codec)) hit = b;
+            if (t->rows[b].bytes < t->rows[small].bytes) small = b;
+            b++;
+        }
+        if (rule_for(o, t->rows[a].tensor, t->rows[a].role)) {
+            for (int64_t k = a; k < b && rc == TQ_OK; k++) rc = tq_sens_table_add(f, &t->rows[k]);
+        } else {
+            rc = tq_sens_table_add(f, &t->rows[hit >= 0 ? hit : small]);
+        }
+        a = b;
+    }
+    tq_alloc_opts u = *o;
+    u.codecs = NULL;
+    u.n_codecs = 0;
+    u.budget_bytes = UINT64_MAX / 4;
+    if (rc == TQ_OK) rc = tq_allocate(f, &u, out);
+    if (rc == TQ_OK) {
+        (*out)->budget_bytes = o->budget_bytes;
+        (*out)->lower_bound = -1; /* not a Σ Ω optimum */
+        (*out)->proven_optimal = 0;
+    }
+    tq_sens_table_free(&f);
+    return rc;
+}
+
 // ------------------------------------------------------------------------------------------------
 // plan file
 
@@ -665,9 +702,19 @@ tq_status tq_plan_format(const tq_plan* p, char** out, size_t* len)
     sb_printf(&s, "# budget %llu bytes (%.4f bpw over %lld weights); total %llu bytes (%.4f bpw)\n",
               (unsigned long long)p->budget_bytes, 8.0 * (double)p->budget_bytes / tw, (long long)p->total_weights,
               (unsigned long long)p->total_bytes, 8.0 * (double)p->total_bytes / tw);
-    sb_printf(&s, "# sum omega %.6e; lower bound %.6e; gap %.3e (%.4f%%); proven optimal: %s (core %lld tensors, %lld nodes)\n",
-              p->omega, p->lower_bound, gap, p->omega > 0 ? 100.0 * gap / p->omega : 0.0,
-              p->proven_optimal ? "yes" : "no", (long long)p->core, (long long)p->nodes);
+    if (p->lower_bound < 0)
+        sb_printf(&s, "# sum omega %.6e; no lower bound (this plan did not minimize sum omega)\n", p->omega);
+    else
+        sb_printf(&s,
+                  "# sum omega %.6e; lower bound %.6e; gap %.3e (%.4f%%); proven optimal: %s (core %lld tensors, %lld nodes)\n",
+                  p->omega, p->lower_bound, gap, p->omega > 0 ? 100.0 * gap / p->omega : 0.0,
+                  p->proven_optimal ? "yes" : "no", (long long)p->core, (long long)p->nodes);
+    for (const char* l = p->notes; *l;) {
+        const char* e = strchr(l, '\n');
+        int ll = e ? (int)(e - l) : (int)strlen(l);
+        sb_printf(&s, "# %.*s\n", ll, l);
+        l += ll + (e ? 1 : 0);
+    }
     /* per-codec summary */
     for (int64_t i = 0; i < p->n; i++) {
         int seen = 0;
@@ -793,18 +840,24 @@ tq_status tq_plan_load(const char* path, tq_plan** out)
     return rc;
 }
 
-const char* tq_plan_codec(const tq_plan* p, const char* tensor)
+const tq_alloc_entry* tq_plan_entry_of(const tq_plan* p, const char* tensor)
 {
     if (!p || !tensor) return NULL;
     int64_t lo = 0, hi = p->n - 1;
     while (lo <= hi) {
         int64_t mid = lo + (hi - lo) / 2;
         int c = strcmp(p->e[mid].tensor, tensor);
-        if (!c) return p->e[mid].codec;
+        if (!c) return &p->e[mid];
         if (c < 0) lo = mid + 1;
         else hi = mid - 1;
     }
     return NULL;
+}
+
+const char* tq_plan_codec(const tq_plan* p, const char* tensor)
+{
+    const tq_alloc_entry* e = tq_plan_entry_of(p, tensor);
+    return e ? e->codec : NULL;
 }
 
 void tq_plan_free(tq_plan** pp)

@@ -102,9 +102,11 @@ typedef struct {
     tq_alloc_entry* e;      /* sorted by tensor name */
     uint64_t budget_bytes, total_bytes;
     int64_t total_weights;
-    double omega, lower_bound;
+    double omega, lower_bound; /* lower_bound < 0: none (a plan that did not minimize Σ Ω) */
     int proven_optimal;
     int64_t core, nodes;
+    char notes[2048];       /* extra header comment lines ('\n'-separated; tq_plan_format writes each after
+                             * "# "); empty: none. Not read back by tq_plan_parse. */
 } tq_plan;
 
 /* Rules from text: one "KEY CODEC" or "KEY=CODEC" per line, '#' comments. */
@@ -115,6 +117,12 @@ tq_status tq_alloc_rules_parse(const char* text, const char* what, tq_alloc_rule
  * Local. */
 tq_status tq_allocate(const tq_sens_table* t, const tq_alloc_opts* o, tq_plan** out);
 
+/* The uniform plan of `codec`: every tensor whose table rows list `codec` gets it, rules (o->rules) win,
+ * any other tensor keeps its smallest option (norms: their stored dtype). o->budget_bytes is not enforced
+ * (it is copied into the plan); o->codecs is ignored; lower_bound is -1 (none). Errors as tq_allocate.
+ * Local. */
+tq_status tq_plan_uniform(const tq_sens_table* t, const tq_alloc_opts* o, const char* codec, tq_plan** out);
+
 /* Plan text (format above) and file (atomic write). */
 tq_status tq_plan_format(const tq_plan* p, char** out, size_t* len);
 tq_status tq_plan_write(const tq_plan* p, const char* path);
@@ -124,6 +132,8 @@ tq_status tq_plan_parse(const char* text, size_t len, const char* what, tq_plan*
 tq_status tq_plan_load(const char* path, tq_plan** out);
 /* Codec label for a tensor, NULL when the plan does not name it. Binary search. */
 const char* tq_plan_codec(const tq_plan* p, const char* tensor);
+/* The plan's entry for a tensor, NULL when the plan does not name it. Binary search. */
+const tq_alloc_entry* tq_plan_entry_of(const tq_plan* p, const char* tensor);
 void tq_plan_free(tq_plan** pp);
 
 #endif

@@ -1,6 +1,7 @@
 /* calib.h — calibration statistics: one H = XᵀX/n accumulator (kernels/hessian.h) per linear layer
  * input (per expert for MoE), fed with the activations the forward pass sees, reduced across ranks,
  * finalized and stored zstd-compressed in the run directory for GPTQ and the sensitivity table.
+ * (The driver tq_calibrate below can also split the layers over the ranks instead: see there.)
  *
  * Protocol for a calibration run (sequences split across ranks; every rank holds the same layers):
  *   tq_calib_create; tq_calib_add per tensor (full H where GPTQ will use it, diagonal elsewhere);
@@ -97,7 +98,15 @@ typedef struct {
     uint64_t min_expert_tokens; /* pooling threshold for MoE experts (0 = input dimension) */
     int threads;           /* BLAS threads per rank (0 = 1) */
     int quiet;
+    int parallel;          /* TQ_CALIB_PAR_AUTO (0), _SEQ or _LAYERS, see tq_calibrate */
+    double mem_per_rank;   /* auto mode: bytes a rank may hold (fp32 weights + accumulators); 0 = 16 GiB */
+    int diag_experts;      /* 1: only diag(H) for routed experts (20 bytes per column instead of ~12·d²; GPTQ
+                            * then quantizes experts plainly), full H for every other input */
 } tq_calib_opts;
+
+#define TQ_CALIB_PAR_AUTO 0   /* layers when the sequence-split per-rank bytes exceed mem_per_rank (and ranks > 1) */
+#define TQ_CALIB_PAR_SEQ 1    /* every rank holds the whole model; sequences dealt round-robin */
+#define TQ_CALIB_PAR_LAYERS 2 /* pipeline parallel: rank r holds layers [r·L/P, (r+1)·L/P) */
 
 typedef struct {
     int n_seqs, seq_len, ranks;
@@ -105,12 +114,38 @@ typedef struct {
     int64_t n_inputs;      /* H files written */
     int64_t pooled;        /* experts that were pooled */
     double seconds, tokens_per_s;
-    uint64_t bytes_per_rank; /* accumulator memory per rank */
+    uint64_t bytes_per_rank; /* accumulator memory per rank (the largest rank's) */
+    char parallel[8];        /* "seq" or "layers" */
+    uint64_t weight_bytes_per_rank; /* fp32 weights held (the largest rank's) */
+    uint64_t seq_bytes_per_rank;    /* what sequence split would hold per rank: fp32 model + every accumulator */
 } tq_calib_stats;
 
-/* COLLECTIVE: run the calibration sequences (dealt round-robin to the ranks; every rank holds the whole
- * model) through the model, accumulate H for every linear input, reduce exactly, and write the files
- * on rank 0. Errors agree across ranks. */
+/* COLLECTIVE: run the calibration sequences through the model, accumulate H for every linear input and
+ * write the files. Two ways to use P ranks, with byte-identical files:
+ *   seq:    every rank holds the whole model (fp32) and every accumulator; sequences dealt round-robin;
+ *           exact SUM-reduce; rank 0 pools and writes. Per rank: 4·params + Σ accumulators.
+ *   layers: rank r holds layers [r·L/P', (r+1)·L/P') (P' = min(P, L); the first also the embedding, the
+ *           last the final norm and head) and only those layers' accumulators; every sequence flows
+ *           rank 0 -> 1 -> ... (activations [len x hidden] fp32 over MPI, as validate's pipeline mode);
+ *           each rank pools and writes its own layers' files, no reduction (one owner per H). Per rank:
+ *           4·(its layers' params + embedding/head) + its accumulators + len·hidden·4 activations
+ *           + its KV cache.
+ *   Same sequences, same per-sequence fp32 blocks, exact integer folds: the H files are identical.
+ * auto picks layers when P > 1 and the seq figure exceeds mem_per_rank. Errors agree across ranks. */
 tq_status tq_calibrate(const tq_rt* rt, const tq_calib_opts* o, tq_calib_stats* st);
+
+/* Per-rank memory of both layouts for `ranks` ranks, from the descriptor alone (no weights read): what
+ * `tqpipe calibrate --estimate` prints for sizing a cluster job. Weights fp32; accumulators as above;
+ * buffers = activations 4·len·hidden + fp16 KV of the rank's full-attention layers + the head's logits
+ * chunk (last rank). Layers: the largest rank's figures (P' = min(ranks, layers) ranks hold layers). */
+typedef struct {
+    int ranks, active, layers, len;
+    uint64_t seq_weights, seq_acc, seq_buffers;  /* sequence split, every rank */
+    uint64_t lay_weights, lay_acc, lay_buffers;  /* layer split, the largest rank (its total) */
+    uint64_t lay_total;                          /* max over ranks of weights + accumulators + buffers */
+    int64_t n_inputs;                            /* H files a run writes (before pooling) */
+} tq_calib_mem;
+/* diag: 0 full H, 1 diagonal everywhere (--diag), 2 diagonal for routed experts only (--diag-experts). */
+tq_status tq_calib_estimate(const char* config_json, int ranks, int seq_len, int diag, tq_calib_mem* out);
 
 #endif

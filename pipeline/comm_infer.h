@@ -14,4 +14,17 @@
 tq_status tq_comm_send_f32(const tq_rt* rt, int peer, int tag, const float* buf, size_t n);
 tq_status tq_comm_recv_f32(const tq_rt* rt, int peer, int tag, float* buf, size_t n);
 
+/* GPU pipeline parallel: activations between ranks' GPUs. COLLECTIVE init: NCCL (ncclSend / ncclRecv on
+ * the model's stream, NCCL_NVLS_ENABLE=0) when the build has NCCL and every rank drives a different GPU
+ * (PCI bus ids compared across ranks); otherwise (ranks sharing a GPU: NCCL refuses duplicate devices,
+ * or no NCCL) tq_comm_gpu_nccl() is 0 and callers stage through the host with tq_comm_send_f32 /
+ * tq_comm_recv_f32. `device` is this rank's CUDA device. The choice is logged on rank 0. */
+typedef struct tq_comm_gpu tq_comm_gpu;
+tq_status tq_comm_gpu_init(const tq_rt* rt, int device, tq_comm_gpu** out);
+int tq_comm_gpu_nccl(const tq_comm_gpu* c);
+/* Enqueue a send / receive of n floats of device memory on `stream` (a cudaStream_t). NCCL only. */
+tq_status tq_comm_gpu_send(tq_comm_gpu* c, int peer, const float* dbuf, size_t n, void* stream);
+tq_status tq_comm_gpu_recv(tq_comm_gpu* c, int peer, float* dbuf, size_t n, void* stream);
+void tq_comm_gpu_free(tq_comm_gpu** pc);
+
 #endif

@@ -56,6 +56,11 @@ void tq_xxh_update(tq_xxh_stream* s, const void* data, size_t len)
     if (s && len) TQ_XXH3_UPDATE(s->st, data, len);
 }
 
+void tq_xxh_reset(tq_xxh_stream* s)
+{
+    if (s) (void)XXH3_64bits_reset(s->st);
+}
+
 uint64_t tq_xxh_digest(const tq_xxh_stream* s) { return s ? (uint64_t)XXH3_64bits_digest(s->st) : 0; }
 
 void tq_xxh_free(tq_xxh_stream** ps)

@@ -14,6 +14,7 @@ uint64_t tq_xxh64(const void* data, size_t len, uint64_t seed); /* XXH3-64 with 
 typedef struct tq_xxh_stream tq_xxh_stream;
 tq_xxh_stream* tq_xxh_create(void);
 void tq_xxh_update(tq_xxh_stream* s, const void* data, size_t len);
+void tq_xxh_reset(tq_xxh_stream* s); /* start a new XXH3-64 (seed 0) on the same state */
 uint64_t tq_xxh_digest(const tq_xxh_stream* s);
 void tq_xxh_free(tq_xxh_stream** ps);
 

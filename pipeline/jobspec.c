@@ -439,10 +439,10 @@ static tq_status rule_pair(pctx* c, const char* key, yaml_node_t* k, yaml_node_t
 }
 
 static const char* const ingest_keys[] = {"verify", "check_arch", "resources", NULL};
-static const char* const calib_keys[] = {"data", "tokens", "ctx", "resources", NULL};
+static const char* const calib_keys[] = {"data", "tokens", "ctx", "parallel", "mem_per_rank", "expert_h", "resources", NULL};
 static const char* const alloc_keys[] = {"budget_bpw", "budget_bytes", "allowed", "resources", NULL};
 static const char* const quant_keys[] = {"codec", "group", "allowed", "rules", "max_unit_bytes", "device",
-                                         "verify_on_resume", "resources", NULL};
+                                         "verify_on_resume", "gptq", "act_order", "damp", "resources", NULL};
 static const char* const pack_keys[] = {"zstd_level", "shard_size", "resources", NULL};
 static const char* const valid_keys[] = {"data", "ctx", "stride", "max_tokens", "kv_codecs", "resources", NULL};
 static const char* const publish_keys[] = {"license", "resources", NULL};
@@ -478,6 +478,20 @@ static tq_status stage_pair(pctx* c, const char* key, yaml_node_t* k, yaml_node_
             j->calib_ctx = (int)x;
             return TQ_OK;
         }
+        if (!strcmp(key, "parallel")) { /* helper gptqstage: layer-sharded calibration */
+            TQ_FORWARD(get_str(c, v, key, j->calib_parallel, sizeof j->calib_parallel));
+            if (strcmp(j->calib_parallel, "auto") && strcmp(j->calib_parallel, "seq") && strcmp(j->calib_parallel, "layers"))
+                return perr(c, v, "'parallel' = '%s': must be auto, seq or layers", j->calib_parallel);
+            return TQ_OK;
+        }
+        if (!strcmp(key, "mem_per_rank")) return get_size(c, v, key, 1 << 20, &j->calib_mem_per_rank);
+        if (!strcmp(key, "expert_h")) {
+            char m[8];
+            TQ_FORWARD(get_str(c, v, key, m, sizeof m));
+            if (strcmp(m, "full") && strcmp(m, "diag")) return perr(c, v, "'expert_h' = '%s': must be full or diag", m);
+            j->calib_diag_experts = !strcmp(m, "diag");
+            return TQ_OK;
+        }
         break;
     case TQ_STAGE_ALLOCATE:
         if (!strcmp(key, "budget_bpw")) return get_double(c, v, key, 0.5, 32, &j->budget_bpw);
@@ -509,6 +523,9 @@ static tq_status stage_pair(pctx* c, const char* key, yaml_node_t* k, yaml_node_
             return TQ_OK;
         }
         if (!strcmp(key, "verify_on_resume")) return get_bool(c, v, key, &j->verify_on_resume);
+        if (!strcmp(key, "gptq")) return get_bool(c, v, key, &j->gptq); /* helper gptqstage (pipeline/qgptq.h) */
+        if (!strcmp(key, "act_order")) return get_bool(c, v, key, &j->gptq_act_order);
+        if (!strcmp(key, "damp")) return get_double(c, v, key, 1e-6, 10, &j->gptq_damp);
         if (!strcmp(key, "rules")) {
             if (v->type != YAML_SEQUENCE_NODE) return perr(c, v, "'rules' must be a list of {role|match, codec}, not %s", type_name(v));
             for (yaml_node_item_t* it = v->data.sequence.items.start; it < v->data.sequence.items.top; it++) {
@@ -555,6 +572,12 @@ static tq_status stage_pair(pctx* c, const char* key, yaml_node_t* k, yaml_node_
             return TQ_OK;
         }
         if (!strcmp(key, "kv_codecs")) return get_str_list(c, v, key, j->kv_codecs, &j->n_kv);
+        if (!strcmp(key, "device")) { /* GPU forward pass (pipeline/model_gpu.h): auto | cpu | gpu */
+            TQ_FORWARD(get_str(c, v, key, j->eval_device, sizeof j->eval_device));
+            if (strcmp(j->eval_device, "auto") && strcmp(j->eval_device, "cpu") && strcmp(j->eval_device, "gpu"))
+                return perr(c, v, "stages.validate.device must be auto, cpu or gpu, not '%s'", j->eval_device);
+            return TQ_OK;
+        }
         break;
     case TQ_STAGE_PUBLISH:
         if (!strcmp(key, "license")) {
@@ -686,6 +709,8 @@ static void job_defaults(tq_job* j)
     j->zstd_level = 3;
     j->shard_size = 2ull << 30;
     j->calib_ctx = 512;
+    strcpy(j->calib_parallel, "auto");
+    j->gptq_damp = 0.01;
     j->eval_ctx = 256;
     j->eval_stride = 0;
 }
@@ -744,6 +769,11 @@ tq_status tq_job_parse(const char* text, const char* path, const char* launch_di
         static const struct { tq_stage_id s, needs; } deps[] = {
             {TQ_STAGE_ALLOCATE, TQ_STAGE_CALIBRATE}, {TQ_STAGE_PACK, TQ_STAGE_QUANTIZE},
             {TQ_STAGE_VALIDATE, TQ_STAGE_PACK},      {TQ_STAGE_PUBLISH, TQ_STAGE_PACK}};
+        if (job->gptq && job->stage[TQ_STAGE_QUANTIZE].enabled && !job->stage[TQ_STAGE_CALIBRATE].enabled) {
+            rc = tq_fail(TQ_ERR_FORMAT, "%s:%d: stages.quantize has gptq: true, which needs the H files of stage "
+                         "'calibrate': add `calibrate: {data: FILE}` to the job", path, job->stage[TQ_STAGE_QUANTIZE].line);
+            goto out;
+        }
         for (size_t i = 0; i < sizeof deps / sizeof deps[0]; i++)
             if (job->stage[deps[i].s].enabled && !job->stage[deps[i].needs].enabled) {
                 rc = tq_fail(TQ_ERR_FORMAT, "%s:%d: stage '%s' needs stage '%s', which the job does not list", path,
@@ -855,13 +885,17 @@ void tq_job_stage_fingerprint(const tq_job* j, tq_stage_id s, char* out, size_t 
     FP("v1 stage=%s model=%s seed=%llu", tq_stage_name(s), j->model, (unsigned long long)j->seed);
     switch (s) {
     case TQ_STAGE_INGEST: FP(" verify=%d arch=%d", j->ingest_verify, j->ingest_check_arch); break;
-    case TQ_STAGE_CALIBRATE: FP(" data=%s tokens=%lld ctx=%d", j->calib_data, (long long)j->calib_tokens, j->calib_ctx); break;
+    case TQ_STAGE_CALIBRATE:
+        FP(" data=%s tokens=%lld ctx=%d", j->calib_data, (long long)j->calib_tokens, j->calib_ctx);
+        if (j->calib_diag_experts) FP(" expert_h=diag");
+        break;
     case TQ_STAGE_ALLOCATE:
         FP(" bpw=%.6g bytes=%llu", j->budget_bpw, (unsigned long long)j->budget_bytes);
         for (int i = 0; i < j->n_allowed; i++) FP(" allow=%s", j->allowed[i]);
         break;
     case TQ_STAGE_QUANTIZE:
         FP(" codec=%s group=%d unit=%llu", j->codec, j->group, (unsigned long long)j->max_unit_bytes);
+        if (j->gptq) FP(" gptq=1 act_order=%d damp=%.9g", j->gptq_act_order, j->gptq_damp);
         for (int i = 0; i < j->n_rules; i++)
             FP(" rule=%s/%s/%s/%d", j->rules[i].role, j->rules[i].match, j->rules[i].codec, j->rules[i].group);
         break;

@@ -107,6 +107,9 @@ typedef struct {
     uint64_t max_unit_bytes;     /* largest work unit (source bytes), default 64 MiB */
     char device[8];              /* auto | cpu | gpu */
     int verify_on_resume;        /* re-checksum finished units before resuming (default 1) */
+    int gptq;                    /* GPTQ against RUN/calibrate/hessian (pipeline/qgptq.h), default 0 */
+    int gptq_act_order;          /* GPTQ act-order (default 0) */
+    double gptq_damp;            /* GPTQ relative dampening (default 0.01) */
     /* pack */
     int zstd_level;              /* 0 = no filter, default 3 */
     uint64_t shard_size;         /* max artifact shard bytes, default 2 GiB */
@@ -114,6 +117,9 @@ typedef struct {
     char calib_data[TQ_PATH_MAX];
     int64_t calib_tokens;
     int calib_ctx;
+    char calib_parallel[8];      /* auto | seq | layers (default auto) */
+    uint64_t calib_mem_per_rank; /* auto mode's per-rank limit in bytes (0 = 16 GiB) */
+    int calib_diag_experts;      /* expert_h: diag -> only diag(H) for routed experts (default full) */
     /* allocate (issue 7) */
     double budget_bpw;           /* 0 = unset */
     uint64_t budget_bytes;       /* 0 = unset */
@@ -124,6 +130,7 @@ typedef struct {
     int64_t eval_max_tokens;
     int n_kv;
     char kv_codecs[TQ_JOB_MAX_LIST][16];
+    char eval_device[8];         /* auto | cpu | gpu (default auto: the GPU forward pass when available) */
     /* publish */
     char license[TQ_PATH_MAX];   /* optional LICENSE file to ship */
 } tq_job;

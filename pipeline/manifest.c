@@ -642,6 +642,41 @@ tq_status tq_journal_put(tq_journal* j, int64_t idx, const void* data, size_t le
     return TQ_OK;
 }
 
+tq_status tq_journal_put_batch(tq_journal* j, int64_t n, const int64_t* idx, const void* data, const size_t* lens,
+                               const uint64_t* xxh, const uint64_t* aux)
+{
+    if (n <= 0) return TQ_OK;
+    size_t total = 0;
+    for (int64_t i = 0; i < n; i++) total += lens[i];
+    uint64_t off = j->seg_end;
+    if (total > 0) {
+        if (j->sfd < 0) return tq_fail(TQ_ERR_ARG, "%s: journal opened without a segment", j->jpath);
+        tq_status rc = tq_fault_write_check(j->spath);
+        if (rc == TQ_OK) rc = tq_pwrite_full(j->sfd, data, total, off, j->spath);
+        if (rc != TQ_OK) {
+            j->seg_end = off + total;
+            j->batch_bytes += total;
+            batch_drop(j, off + total - j->batch_bytes);
+            return rc;
+        }
+        j->seg_end = off + total;
+        j->batch_bytes += total;
+    }
+    const uint8_t* p = data;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t h = xxh ? xxh[i] : tq_xxh64(p, lens[i], 0);
+        tq_status rc = append_line(j, 'D', idx[i], lens[i] > 0 ? j->segname : "-", lens[i] > 0 ? off : 0, lens[i], h,
+                                   aux ? aux[i] : 0);
+        if (rc != TQ_OK) {
+            batch_drop(j, j->seg_end - j->batch_bytes);
+            return rc;
+        }
+        off += lens[i];
+        p += lens[i];
+    }
+    return tq_journal_commit(j);
+}
+
 tq_status tq_journal_bad(tq_journal* j, int64_t idx)
 {
     TQ_FORWARD(append_line(j, 'B', idx, "-", 0, 0, 0, 0));

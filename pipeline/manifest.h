@@ -113,6 +113,13 @@ tq_status tq_journal_open(tq_journal* j, const char* stage_dir, int attempt, int
  * TQ_ERR_NOSPACE on a full disk (the open batch is dropped: those units stay pending). */
 tq_status tq_journal_put(tq_journal* j, int64_t idx, const void* data, size_t len, const uint64_t* xxh,
                          uint64_t aux);
+/* Batch commit (pipeline/qbatch.c): n units whose outputs lie back to back in data (lens[i] bytes
+ * each, in order) are appended to the segment with ONE pwrite, their n journal lines added, and the
+ * whole open batch committed at once (fdatasync segment, one write of the lines, fdatasync journal):
+ * the n units become done together or (kill, error) not at all. xxh NULL -> XXH3-64 of each output;
+ * aux NULL -> 0. TQ_ERR_NOSPACE on a full disk (nothing of the batch is recorded). */
+tq_status tq_journal_put_batch(tq_journal* j, int64_t n, const int64_t* idx, const void* data, const size_t* lens,
+                               const uint64_t* xxh, const uint64_t* aux);
 /* Record unit idx's output as bad (it will be redone). Committed at once. */
 tq_status tq_journal_bad(tq_journal* j, int64_t idx);
 /* Make the open batch durable now. */

@@ -579,6 +579,18 @@ fail:
     return rc;
 }
 
+tq_status tq_model_rope(const char* config_json, const tq_arch* a, tq_rope* out)
+{
+    double prf = a->partial_rotary_factor > 0 ? a->partial_rotary_factor : 1.0;
+    int rot = (int)(a->head_dim * prf);
+    rot &= ~1;
+    tq_rope_scaling sc;
+    parse_rope_scaling(config_json, &sc);
+    TQ_RETURN_IF(tq_rope_init(out, a->head_dim, rot, a->rope_theta > 0 ? a->rope_theta : 10000.0, &sc) != 0,
+                 TQ_ERR_FORMAT, "unsupported rotary setup (head_dim %d, rotary dims %d)", a->head_dim, rot);
+    return TQ_OK;
+}
+
 void tq_model_free(tq_model** pm)
 {
     if (!pm || !*pm) return;

@@ -87,6 +87,10 @@ tq_status tq_model_layers(const tq_model* m, tq_kv_cache* kv, float* x, int T, i
 /* logits [T x vocab] from x [T x hidden] (final norm + head). Needs l1 == n_layers. x is overwritten. */
 tq_status tq_model_head(const tq_model* m, float* x, int T, float* logits);
 
+/* The rotary table tq_model_load builds for this config (theta, partial_rotary_factor, rope_scaling);
+ * added for the GPU forward pass (pipeline/model_gpu.c) so both use one definition. */
+tq_status tq_model_rope(const char* config_json, const tq_arch* a, tq_rope* out);
+
 /* Convenience for one rank holding every layer: embed + layers + head. */
 tq_status tq_model_forward(const tq_model* m, tq_kv_cache* kv, const int* tokens, int T, int pos0, float* logits);
 

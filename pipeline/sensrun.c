@@ -19,6 +19,7 @@
 #include "log.h"       /* defines: TQ_LOG0 */
 #include "sensitivity.h"
 #include "model.h"     /* defines: tq_wsource, tq_model_load, tq_model_forward */
+#include "qgptq.h"     /* defines: tq_qgptq_create, tq_qgptq_quantize */
 #include "st_writer.h" /* defines: tq_st_writer_* */
 #include "validate.h"  /* defines: tq_load_tokens */
 
@@ -94,12 +95,18 @@ static tq_status measure(const float* w, int64_t R, int64_t N, const double* h, 
 
 #define TQ_MAX_PROBE 4
 
-/* A weight source that serves one tensor from memory and everything else from a checkpoint. */
+/* A weight source that serves one tensor from memory and everything else from a checkpoint; with a
+ * plan, every tensor read from the checkpoint is first quantized with its plan codec (plainly, or through
+ * the quantize stage's GPTQ service when gq is set) and dequantized, exactly as the quantize stage
+ * stores it. */
 typedef struct {
     tq_wsource* inner;
     const char* name;
     const float* data;
     size_t n;
+    const tq_plan* plan; /* NULL: the checkpoint's own weights */
+    uint64_t seed;       /* job seed (rotation seed of a tensor = tq_tensor_seed(seed, name)) */
+    tq_qgptq* gq;        /* with a plan: GPTQ where the quantize stage applies it; NULL: plain */
 } swap_src;
 
 static const char* sw_config(void* ctx)
@@ -125,7 +132,23 @@ static tq_status sw_read(void* ctx, const char* name, float* dst, size_t cap)
         memcpy(dst, s->data, s->n * sizeof(float));
         return TQ_OK;
     }
-    return s->inner->read(s->inner->ctx, name, dst, cap);
+    TQ_FORWARD(s->inner->read(s->inner->ctx, name, dst, cap));
+    const tq_alloc_entry* pe = s->plan ? tq_plan_entry_of(s->plan, name) : NULL;
+    if (!pe) return TQ_OK;
+    tq_codec c;
+    TQ_FORWARD(tq_codec_label_parse(pe->codec, &c));
+    if (c.kind == TQ_CODEC_F32) return TQ_OK;
+    int64_t rows = 0, cols = 0;
+    TQ_FORWARD(s->inner->shape(s->inner->ctx, name, &rows, &cols));
+    if ((size_t)rows * (size_t)cols > cap) return tq_fail(TQ_ERR_ARG, "plan source: buffer too small for %s", name);
+    tq_qtensor q;
+    memset(&q, 0, sizeof q);
+    tq_status rc = tq_qtensor_alloc(&q, &c, rows, cols, tq_tensor_seed(s->seed, name));
+    if (rc == TQ_OK && s->gq) rc = tq_qgptq_quantize(s->gq, name, pe->role, rows > 1 ? 2 : 1, 0, dst, &q, name, NULL);
+    else if (rc == TQ_OK) rc = tq_quantize_ref(dst, &q, name);
+    if (rc == TQ_OK) rc = tq_dequantize_ref(&q, dst);
+    tq_qtensor_release(&q);
+    return rc;
 }
 
 typedef struct {
@@ -182,6 +205,37 @@ static tq_status probe_run(probe_state* P, tq_wsource* src, int ref, double* kl)
     return rc;
 }
 
+/* Load the probe tokens (the first `tokens` of `data`), cut them into windows of `ctx` (default 256) and
+ * store the reference log-probabilities of `src` (the original model). Free with probe_free. */
+static tq_status probe_init(probe_state* P, tq_wsource* src, const char* model, const char* data,
+                            const char* tokenizer, int vocab, int tokens, int ctx)
+{
+    char tokp[4096];
+    if (!tokenizer) {
+        snprintf(tokp, sizeof tokp, "%s/tokenizer.bin", model);
+        if (tq_file_exists(tokp)) tokenizer = tokp;
+    }
+    TQ_FORWARD(tq_load_tokens(data, tokenizer, vocab, tokens, &P->toks, &P->ntok));
+    P->vocab = vocab;
+    P->ctx = ctx > 0 ? ctx : 256;
+    if (P->ctx > P->ntok) P->ctx = (int)P->ntok;
+    P->nwin = P->ctx > 0 ? (int)(P->ntok / P->ctx) : 0;
+    if (P->nwin <= 0 || P->vocab <= 0) return tq_fail(TQ_ERR_ARG, "probe: no probe window in %s", data);
+    P->ref_lp = malloc((size_t)P->nwin * P->ctx * (size_t)P->vocab * sizeof(float));
+    P->logits = malloc((size_t)P->ctx * (size_t)P->vocab * sizeof(float));
+    if (!P->ref_lp || !P->logits)
+        return tq_fail(TQ_ERR_NOMEM, "probe: out of memory (%d x %d log-probabilities)", P->nwin * P->ctx, P->vocab);
+    return probe_run(P, src, 1, NULL);
+}
+
+static void probe_free(probe_state* P)
+{
+    free(P->toks);
+    free(P->ref_lp);
+    free(P->logits);
+    memset(P, 0, sizeof *P);
+}
+
 /* Scale the Ω of every matrix row of `t` (this rank's rows) by its measured KL gain. */
 static tq_status probe_scale(const tq_sens_opts* o, tq_ckpt* ck, const tq_arch* a, tq_sens_table* t,
                              tq_sens_stats* st)
@@ -209,25 +263,9 @@ static tq_status probe_scale(const tq_sens_opts* o, tq_ckpt* ck, const tq_arch* 
             TQ_CHECK_GOTO(tq_codec_label_parse(c, &pc[npc++]), out);
     }
     TQ_CHECK_GOTO(tq_wsource_ckpt(o->model, &inner), out);
-    {
-        char tokp[4096];
-        const char* tokenizer = o->tokenizer;
-        if (!tokenizer) {
-            snprintf(tokp, sizeof tokp, "%s/tokenizer.bin", o->model);
-            if (tq_file_exists(tokp)) tokenizer = tokp;
-        }
-        TQ_CHECK_GOTO(tq_load_tokens(o->probe_data, tokenizer, a ? a->vocab : 0, o->probe_tokens, &P.toks, &P.ntok), out);
-    }
-    P.vocab = a ? a->vocab : 0;
-    P.ctx = o->probe_ctx > 0 ? o->probe_ctx : 256;
-    if (P.ctx > P.ntok) P.ctx = (int)P.ntok;
-    P.nwin = P.ctx > 0 ? (int)(P.ntok / P.ctx) : 0;
-    TQ_GOTO_FAIL(P.nwin <= 0 || P.vocab <= 0, TQ_ERR_ARG, out, "probe: no probe window in %s", o->probe_data);
-    P.ref_lp = malloc((size_t)P.nwin * P.ctx * (size_t)P.vocab * sizeof(float));
-    P.logits = malloc((size_t)P.ctx * (size_t)P.vocab * sizeof(float));
-    TQ_GOTO_FAIL(!P.ref_lp || !P.logits, TQ_ERR_NOMEM, out, "probe: out of memory (%d x %d log-probabilities)",
-                 P.nwin * P.ctx, P.vocab);
-    TQ_CHECK_GOTO(probe_run(&P, inner, 1, NULL), out);
+    TQ_CHECK_GOTO(probe_init(&P, inner, o->model, o->probe_data, o->tokenizer, a ? a->vocab : 0, o->probe_tokens,
+                             o->probe_ctx),
+                  out);
     sw = *inner;
     sw.ctx = &ss;
     sw.config_json = sw_config;
@@ -235,6 +273,7 @@ static tq_status probe_scale(const tq_sens_opts* o, tq_ckpt* ck, const tq_arch* 
     sw.shape = sw_shape;
     sw.read = sw_read;
     sw.close = NULL;
+    memset(&ss, 0, sizeof ss);
     ss.inner = inner;
     for (int64_t i0 = 0; i0 < t->n && rc == TQ_OK;) {
         int64_t i1 = i0;
@@ -313,9 +352,7 @@ out:
     st->probe_seconds = tq_rt_time() - t0;
     tq_qtensor_release(&q);
     tq_wsource_free(&inner);
-    free(P.toks);
-    free(P.ref_lp);
-    free(P.logits);
+    probe_free(&P);
     free(w);
     free(dq);
     free(h);
@@ -411,8 +448,9 @@ agree:
             else st->no_h++;
             uint64_t seed = tq_tensor_seed(o->seed, t->name);
             for (int c = 0; c < o->n_codecs && rc == TQ_OK; c++) {
-                rc = measure(w, row.rows, row.cols, h, diag, &cod[c], seed, o->gptq ? &o->gopts : NULL, t->name,
-                             &row.omega, &row.bytes, uni);
+                int g = o->gptq && !(o->gptq_plain_embed && role == TQ_ROLE_EMBED);
+                rc = measure(w, row.rows, row.cols, h, diag, &cod[c], seed, g ? &o->gopts : NULL, t->name, &row.omega,
+                             &row.bytes, uni);
                 tq_codec_label(&cod[c], row.codec);
                 if (rc == TQ_OK) rc = tq_sens_table_add(local, &row);
             }
@@ -507,6 +545,52 @@ out:
     tq_sens_table_free(&all);
     tq_arch_free(&a);
     tq_ckpt_free(&ck);
+    return rc;
+}
+
+// ------------------------------------------------------------------------------------------------
+// measured KL of whole plans
+
+tq_status tq_plan_kl(const tq_rt* rt, const tq_plan_kl_opts* o, const tq_plan* const* plans, int n, double* kl)
+{
+    if (!rt || !o || !o->model || !o->data || o->tokens <= 0 || (n > 0 && (!plans || !kl)))
+        return tq_fail(TQ_ERR_ARG, "plan KL: missing arguments (model, data, tokens, plans)");
+    for (int i = 0; i < n; i++) kl[i] = 0;
+    probe_state P;
+    memset(&P, 0, sizeof P);
+    tq_wsource* inner = NULL;
+    tq_arch* a = NULL;
+    tq_status rc = tq_wsource_ckpt(o->model, &inner);
+    if (rc == TQ_OK) rc = tq_arch_from_json(inner->config_json(inner->ctx), &a);
+    if (rc == TQ_OK) rc = probe_init(&P, inner, o->model, o->data, o->tokenizer, a->vocab, o->tokens, o->ctx);
+    tq_qgptq* gq = NULL;
+    if (rc == TQ_OK && o->gptq) rc = tq_qgptq_create(o->hess_dir, &o->gopts, 0, "run the calibrate stage first", &gq);
+    rc = tq_rt_agree(rt, rc);
+    swap_src ss;
+    memset(&ss, 0, sizeof ss);
+    ss.inner = inner;
+    ss.seed = o->seed;
+    ss.gq = gq;
+    tq_wsource sw;
+    if (inner) {
+        sw = *inner;
+        sw.ctx = &ss;
+        sw.config_json = sw_config;
+        sw.has = sw_has;
+        sw.shape = sw_shape;
+        sw.read = sw_read;
+        sw.close = NULL;
+    }
+    for (int i = rt->rank; i < n && rc == TQ_OK; i += rt->size) {
+        ss.plan = plans[i];
+        rc = probe_run(&P, &sw, 0, &kl[i]);
+    }
+    rc = tq_rt_agree(rt, rc);
+    if (rc == TQ_OK && n > 0) rc = tq_rt_agree(rt, tq_rt_allreduce_sum_f64(rt, kl, n));
+    probe_free(&P);
+    tq_qgptq_free(&gq);
+    tq_arch_free(&a);
+    tq_wsource_free(&inner);
     return rc;
 }
 

@@ -8,12 +8,15 @@
  * normed hidden states, collected by calibrate): Ω = logit error energy; the embedding's input-side use
  * is not added. Matrices without an H file get Ω with uniform token weights, ||ΔW||²_F / rows (an
  * untied input embedding: pin it with a rule when that is not what you want); non-matrix tensors
- * (norms, biases) get one option: their stored dtype (f32/fp16/bf16) with Ω = 0. */
+ * (norms, biases) get one option: their stored dtype (f32/fp16/bf16) with Ω = 0.
+ *  - tq_plan_kl: the measured KL of whole plans (every tensor quantized as the plan says), the final
+ *    guard of the allocate stage (stages/alloc_stages.c). */
 #ifndef TQ_SENSRUN_H
 #define TQ_SENSRUN_H
 
 #include <stdint.h>
 
+#include "allocate.h" /* defines: tq_plan */
 #include "gptq.h"   /* defines: tq_gptq_opts */
 #include "rt.h"     /* defines: tq_rt */
 #include "status.h" /* defines: tq_status */
@@ -25,6 +28,7 @@ typedef struct {
     int n_codecs;
     uint64_t seed;               /* job seed: rotation seed of a tensor = tq_tensor_seed(seed, name) */
     int gptq;                    /* measure Ω after GPTQ (codecs GPTQ supports; needs full H) */
+    int gptq_plain_embed;        /* with gptq: embeddings plainly, as the quantize stage stores them */
     tq_gptq_opts gopts;
     const char* out;             /* table path (written by rank 0) */
     int quiet;
@@ -73,5 +77,26 @@ typedef struct {
 
 /* Local (one process). */
 tq_status tq_apply_plan(const tq_apply_opts* o, tq_apply_stats* st);
+
+/* Measured damage of whole plans: for each plan, every tensor the plan names is quantized plainly with its
+ * codec (tq_quantize_ref, rotation seed tq_tensor_seed(seed, name), as the quantize stage does) and
+ * dequantized in memory (with GPTQ where o->gptq and pipeline/qgptq.h applies it), the model is run over the first `tokens` tokens of `data` in windows of `ctx`
+ * (default 256) tokens, and kl[i] is the mean KL divergence (nats/token) of its next-token distributions to
+ * the original model's. COLLECTIVE: plans are dealt round-robin to the ranks, kl[] is complete on every
+ * rank. Memory per rank: the fp32 model (twice while one plan loads) + tokens x vocab floats. Cost per
+ * plan: quantizing every tensor once + one forward pass of `tokens` tokens. */
+typedef struct {
+    const char* model;     /* original checkpoint directory */
+    const char* data;      /* token file (.tok) or text */
+    const char* tokenizer; /* for text; NULL: <model>/tokenizer.bin */
+    int tokens;            /* > 0 */
+    int ctx;               /* window length; 0: 256 */
+    uint64_t seed;         /* job seed */
+    const char* hess_dir;  /* with gptq: the H files (RUN/calibrate/hessian) */
+    int gptq;              /* quantize with GPTQ where the quantize stage does (pipeline/qgptq.h), CPU */
+    tq_gptq_opts gopts;
+} tq_plan_kl_opts;
+
+tq_status tq_plan_kl(const tq_rt* rt, const tq_plan_kl_opts* o, const tq_plan* const* plans, int n, double* kl);
 
 #endif

@@ -477,8 +477,60 @@ static int keys_equal(const tq_manifest* m, int64_t n, const char* const* keys)
     return 1;
 }
 
+static int cmp_i64(const void* a, const void* b)
+{
+    int64_t x = *(const int64_t*)a, y = *(const int64_t*)b;
+    return (x > y) - (x < y);
+}
+
+/* Contiguous assignment: the pending units, taken in `order` (e.g. checkpoint file order), are cut into
+ * nranks consecutive ranges of about equal bytes (a unit goes to the rank whose share holds the middle
+ * of its bytes), so each rank reads one region of the files and its reads coalesce. The imbalance is
+ * at most the largest unit. *mine gets this rank's units in ascending index order. */
+static tq_status assign_contiguous(const tq_manifest* m, const uint64_t* bytes, const int64_t* order, int nranks,
+                                   int rank, int64_t** mine, int64_t* nmine)
+{
+    double total = 0;
+    for (int64_t i = 0; i < m->n; i++)
+        if (!m->st[i].done) total += (double)(bytes && bytes[i] ? bytes[i] : 1);
+    *mine = malloc((size_t)(m->n + 1) * sizeof(int64_t));
+    if (!*mine) return tq_fail(TQ_ERR_NOMEM, "out of memory scheduling %s", m->dir);
+    int64_t cnt = 0;
+    double cum = 0;
+    for (int64_t r = 0; r < m->n; r++) {
+        int64_t i = order[r];
+        if (i < 0 || i >= m->n) return tq_fail(TQ_ERR_ARG, "unit order: index %" PRId64 " out of range", i);
+        if (m->st[i].done) continue;
+        double b = (double)(bytes && bytes[i] ? bytes[i] : 1);
+        int owner = total > 0 ? (int)((cum + 0.5 * b) * nranks / total) : 0;
+        if (owner >= nranks) owner = nranks - 1;
+        if (owner == rank) (*mine)[cnt++] = i;
+        cum += b;
+    }
+    qsort(*mine, (size_t)cnt, sizeof(int64_t), cmp_i64);
+    *nmine = cnt;
+    return TQ_OK;
+}
+
+
+static tq_status schedule_impl(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
+                               const int64_t* order, int verify, tq_manifest** mout, int64_t** mine, int64_t* nmine);
+
 tq_status tq_stage_schedule(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes, int verify,
                             tq_manifest** mout, int64_t** mine, int64_t* nmine)
+{
+    return schedule_impl(ctx, n, keys, bytes, NULL, verify, mout, mine, nmine);
+}
+
+tq_status tq_stage_schedule_ordered(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
+                                    const int64_t* order, int verify, tq_manifest** mout, int64_t** mine,
+                                    int64_t* nmine)
+{
+    return schedule_impl(ctx, n, keys, bytes, order, verify, mout, mine, nmine);
+}
+
+static tq_status schedule_impl(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
+                               const int64_t* order, int verify, tq_manifest** mout, int64_t** mine, int64_t* nmine)
 {
     const tq_rt* rt = ctx->rt;
     *mout = NULL;
@@ -558,6 +610,21 @@ tq_status tq_stage_schedule(tq_stage_ctx* ctx, int64_t n, const char* const* key
 
     /* pending units, balanced over the ranks of this run */
     int64_t np = m->n - m->n_done;
+    if (order) {
+        rc = tq_rt_agree(rt, assign_contiguous(m, bytes, order, rt->size, rt->rank, mine, nmine));
+        if (rc != TQ_OK) {
+            free(*mine);
+            *mine = NULL;
+            *nmine = 0;
+            tq_manifest_free(&m);
+            return rc;
+        }
+        if (rt->rank == 0 && ctx->units_done_before > 0)
+            TQ_LOG(TQ_LOG_INFO, "stage %s: resuming: %" PRId64 " of %" PRId64 " units already done, %" PRId64 " to do",
+                   tq_stage_name(ctx->id), ctx->units_done_before, n, np);
+        *mout = m;
+        return TQ_OK;
+    }
     tq_unitlist sub;
     memset(&sub, 0, sizeof sub);
     int64_t* map = malloc((size_t)(np + 1) * sizeof(int64_t));

@@ -125,6 +125,13 @@ tq_status tq_stage_bcast(const tq_rt* rt, void* buf, int n);
 tq_status tq_stage_schedule(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
                             int verify, tq_manifest** m, int64_t** mine, int64_t* nmine);
 
+/* Same, but the pending units are split over the ranks as contiguous ranges of `order` (a permutation
+ * of 0..n-1, e.g. checkpoint file order) with about equal bytes each, instead of LPT: each rank reads
+ * one region of the files (sequential, coalesced reads). COLLECTIVE. */
+tq_status tq_stage_schedule_ordered(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
+                                    const int64_t* order, int verify, tq_manifest** m, int64_t** mine,
+                                    int64_t* nmine);
+
 /* COLLECTIVE. End of a unit stage: reload + compact the manifest (rank 0), check that every unit is
  * done, apply the corrupt fault, fill units_done_now etc. `processed` = units this rank did now,
  * `recomputed` = of those, how many were already done and valid at the start. */

@@ -8,27 +8,42 @@
 
 #include "stage_fmt.h" /* defines: tq_fmt */
 
-tq_status tq_unitrec_encode(const tq_qtensor* q, int64_t row0, int64_t tensor_rows, uint8_t** out, size_t* len)
+tq_status tq_unitrec_header(const tq_qtensor* q, int64_t row0, int64_t tensor_rows, uint8_t* dst, size_t cap,
+                            size_t* hdr_len)
 {
     char hdr[1024];
     int h = tq_fmt(hdr, sizeof hdr, "codec %s %d\nrows %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64 "\nseed %016" PRIx64 "\nparts %d\n",
                    q->codec.name, q->codec.group, row0, q->rows, tensor_rows, q->cols, q->seed, q->nparts);
-    size_t data = 0;
     for (int i = 0; i < q->nparts && h >= 0; i++) {
         int n = tq_fmt(hdr + h, sizeof hdr - (size_t)h, "%s %d %zu %zu\n", q->part[i].name, q->part[i].elem_size,
                        q->part[i].row_bytes, q->part[i].bytes);
         h = n < 0 ? -1 : h + n;
-        data += q->part[i].bytes;
     }
     if (h < 0) return tq_fail(TQ_ERR_ARG, "unit header too long");
-    size_t total = 8 + (size_t)h + data;
+    *hdr_len = 8 + (size_t)h;
+    if (!dst) return TQ_OK;
+    if (cap < 8 + (size_t)h) return tq_fail(TQ_ERR_ARG, "unit header: %zu bytes needed, %zu available", 8 + (size_t)h, cap);
+    memcpy(dst, "TQU1", 4);
+    uint32_t hl = (uint32_t)h;
+    for (int i = 0; i < 4; i++) dst[4 + i] = (uint8_t)(hl >> (8 * i));
+    memcpy(dst + 8, hdr, (size_t)h);
+    return TQ_OK;
+}
+
+tq_status tq_unitrec_encode(const tq_qtensor* q, int64_t row0, int64_t tensor_rows, uint8_t** out, size_t* len)
+{
+    size_t hl = 0, data = 0;
+    TQ_FORWARD(tq_unitrec_header(q, row0, tensor_rows, NULL, 0, &hl));
+    for (int i = 0; i < q->nparts; i++) data += q->part[i].bytes;
+    size_t total = hl + data;
     uint8_t* b = malloc(total);
     if (!b) return tq_fail(TQ_ERR_NOMEM, "out of memory (%zu bytes) for a unit record", total);
-    memcpy(b, "TQU1", 4);
-    uint32_t hl = (uint32_t)h;
-    for (int i = 0; i < 4; i++) b[4 + i] = (uint8_t)(hl >> (8 * i));
-    memcpy(b + 8, hdr, (size_t)h);
-    size_t o = 8 + (size_t)h;
+    tq_status rc = tq_unitrec_header(q, row0, tensor_rows, b, total, &hl);
+    if (rc != TQ_OK) {
+        free(b);
+        return rc;
+    }
+    size_t o = hl;
     for (int i = 0; i < q->nparts; i++) {
         if (q->part[i].bytes) memcpy(b + o, q->part[i].data, q->part[i].bytes);
         o += q->part[i].bytes;

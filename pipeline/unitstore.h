@@ -25,6 +25,13 @@
  * *out is malloc'd. LOCAL. */
 tq_status tq_unitrec_encode(const tq_qtensor* q, int64_t row0, int64_t tensor_rows, uint8_t** out, size_t* len);
 
+/* The record's first 8 + H bytes (magic, header length, header text) for q's layout (q->part[].data is
+ * not read), written to dst when dst is not NULL (cap bytes). *hdr_len = 8 + H; the whole record is
+ * 8 + H + the sum of q's part bytes, the parts following in part order. Lets a caller quantize straight
+ * into the record's memory (pipeline/qbatch.c). TQ_ERR_ARG when the header does not fit. LOCAL. */
+tq_status tq_unitrec_header(const tq_qtensor* q, int64_t row0, int64_t tensor_rows, uint8_t* dst, size_t cap,
+                            size_t* hdr_len);
+
 /* Check a record against `full` (allocated by tq_qtensor_alloc for the whole tensor: same codec, group,
  * cols, seed, part layout) and copy its bytes into place. `what` names the unit in errors.
  * *row0 / *nrows receive the slice. TQ_ERR_CORRUPT for any mismatch or truncation. LOCAL. */

@@ -1,5 +1,6 @@
 /* validate.c — perplexity / KL / top-1 evaluation over windows of a token stream, sequence-parallel or
- * pipeline-parallel over MPI ranks (see validate.h for the protocol). */
+ * pipeline-parallel over MPI ranks, on the CPU (pipeline/model.h) or the GPU (pipeline/model_gpu.h; NCCL
+ * or host-staged MPI between ranks' GPUs) (see validate.h for the protocol). */
 #include "validate.h"
 
 #include <ctype.h>
@@ -14,6 +15,7 @@
 #include "fileio.h"     // defines: tq_read_file
 #include "log.h"
 #include "model.h"
+#include "model_gpu.h" // defines: tq_gmodel_load, tq_gmodel_layers, tq_gkv (GPU path)
 #include "tokenizer.h"
 
 void tq_eval_opts_init(tq_eval_opts* o)
@@ -162,12 +164,56 @@ static void window_metrics(const float* lg, const float* ref, const int* tokens,
 // ------------------------------------------------------------------------------------------------
 // the evaluation
 
+/* One model on the CPU or the GPU, with its KV cache. */
 typedef struct {
-    tq_model* m;      /* the model under test */
-    tq_model* r;      /* the reference (may equal m) */
-    tq_kv_cache* kvm;
-    tq_kv_cache* kvr;
+    tq_model* cm;
+    tq_gmodel* gm;
+    tq_kv_cache* ckv;
+    tq_gkv* gkv;
+    int alias;        /* the model belongs to another engine (reference = model with its own KV cache) */
+} engine;
+
+typedef struct {
+    engine* m;        /* the model under test */
+    engine* r;        /* the reference (may share m's model, with its own fp16 KV cache) */
+    engine em, er;
+    tq_comm_gpu* nc;  /* GPU layers mode: NCCL or host staging */
 } eval_models;
+
+static tq_status engine_load(engine* e, int gpu, tq_wsource* src, int l0, int l1, const tq_eval_opts* o, int device)
+{
+    if (!gpu) return tq_model_load(src, l0, l1, &e->cm);
+    tq_gmodel_opts go;
+    tq_gmodel_opts_init(&go);
+    go.bf16 = o->gpu_bf16;
+    go.device = device;
+    return tq_gmodel_load(src, l0, l1, &go, &e->gm);
+}
+
+static tq_status engine_kv(engine* e, const tq_kv_codec* kc, const tq_kv_codec* vc, int ctx, uint64_t seed)
+{
+    if (e->gm) return tq_gmodel_kv_create(e->gm, kc, vc, ctx, seed, &e->gkv);
+    return tq_model_kv_create(e->cm, kc, vc, ctx, seed, &e->ckv);
+}
+
+static int engine_vocab(const engine* e)
+{
+    return e->gm ? tq_gmodel_vocab(e->gm) : tq_model_vocab(e->cm);
+}
+
+static int engine_hidden(const engine* e)
+{
+    return e->gm ? tq_gmodel_hidden(e->gm) : tq_model_hidden(e->cm);
+}
+
+static void engine_free(engine* e)
+{
+    tq_kv_free(&e->ckv);
+    tq_gkv_free(&e->gkv);
+    if (e->alias) return;
+    tq_model_free(&e->cm);
+    tq_gmodel_free(&e->gm);
+}
 
 static tq_status open_source(const char* dir, int artifact, const tq_eval_opts* o, int quantize, tq_wsource** out)
 {
@@ -188,10 +234,43 @@ static tq_status open_source(const char* dir, int artifact, const tq_eval_opts* 
     return TQ_OK;
 }
 
+/* The GPU version of run_window: activations stay on the device; between ranks NCCL or host + MPI. */
+static tq_status run_window_gpu(const tq_rt* rt, int layers_mode, engine* e, tq_comm_gpu* nc, const int* tok, int T,
+                                float* x, float* logits, int tag)
+{
+    tq_gmodel* m = e->gm;
+    tq_gkv_reset(e->gkv);
+    int rank = layers_mode ? rt->rank : 0, size = layers_mode ? rt->size : 1;
+    size_t n = (size_t)T * tq_gmodel_hidden(m);
+    int nccl = tq_comm_gpu_nccl(nc);
+    if (rank == 0) {
+        TQ_FORWARD(tq_gmodel_embed(m, tok, T));
+    } else if (nccl) {
+        TQ_FORWARD(tq_gmodel_reserve(m, T));
+        TQ_FORWARD(tq_comm_gpu_recv(nc, rank - 1, tq_gmodel_x_dev(m), n, tq_gmodel_stream(m)));
+    } else {
+        TQ_FORWARD(tq_comm_recv_f32(rt, rank - 1, tag, x, n));
+        TQ_FORWARD(tq_gmodel_x_set(m, x, T));
+    }
+    TQ_FORWARD(tq_gmodel_layers(m, e->gkv, T, 0));
+    if (rank < size - 1) {
+        if (nccl) {
+            TQ_FORWARD(tq_comm_gpu_send(nc, rank + 1, tq_gmodel_x_dev(m), n, tq_gmodel_stream(m)));
+            return tq_gmodel_sync(m);
+        }
+        TQ_FORWARD(tq_gmodel_x_get(m, x, T));
+        return tq_comm_send_f32(rt, rank + 1, tag, x, n);
+    }
+    return tq_gmodel_head(m, T, logits);
+}
+
 /* Forward one window through the (possibly distributed) model; logits valid on the last stage. */
-static tq_status run_window(const tq_rt* rt, int layers_mode, tq_model* m, tq_kv_cache* kv, const int* tok, int T,
+static tq_status run_window(const tq_rt* rt, int layers_mode, engine* e, tq_comm_gpu* nc, const int* tok, int T,
                             float* x, float* logits, int tag)
 {
+    if (e->gm) return run_window_gpu(rt, layers_mode, e, nc, tok, T, x, logits, tag);
+    tq_model* m = e->cm;
+    tq_kv_cache* kv = e->ckv;
     tq_kv_reset(kv);
     int rank = layers_mode ? rt->rank : 0, size = layers_mode ? rt->size : 1;
     int hid = tq_model_hidden(m);
@@ -212,7 +291,8 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
     tq_wsource* src = NULL;
     tq_wsource* rsrc = NULL;
     tq_arch* arch = NULL;
-    eval_models em = {0};
+    eval_models em;
+    memset(&em, 0, sizeof em);
     int* tokens = NULL;
     int64_t ntok = 0;
     float *x = NULL, *lg = NULL, *lr = NULL;
@@ -244,23 +324,53 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
     }
     snprintf(mt->parallel, sizeof mt->parallel, "%s", layers_mode ? "layers" : "seq");
     mt->ranks = rt->size;
-    TQ_CHECK_GOTO(tq_model_load(src, l0, l1, &em.m), done);
+
+    /* KV codecs (parsed before loading: they decide the device too) */
+    tq_kv_codec kc, vc, f16;
+    TQ_CHECK_GOTO(tq_kv_codec_parse(o->kv_k ? o->kv_k : "fp16", o->qjl, &kc), done);
+    TQ_CHECK_GOTO(tq_kv_codec_parse(o->kv_v ? o->kv_v : "fp16", 0, &vc), done);
+    TQ_CHECK_GOTO(tq_kv_codec_parse("fp16", 0, &f16), done);
+
+    /* device: every rank decides the same */
+    int gpu = 0, gdev = -1;
+    if (o->device != TQ_DEVICE_CPU) {
+        char why[256] = "";
+        const int present = tq_gmodel_gpu_present();
+        int ok = present && tq_gmodel_supports(arch, &kc, &vc, why, sizeof why);
+        if (!present) snprintf(why, sizeof why, "no GPU visible (or a build without CUDA)");
+        double okd = ok;
+        TQ_CHECK_GOTO(tq_rt_allreduce_min_f64(rt, &okd, 1), done);
+        if (okd < 1 && o->device == TQ_DEVICE_GPU)
+            TQ_GOTO_FAIL(1, !present ? TQ_ERR_NOGPU : TQ_ERR_UNSUPPORTED, done, "eval --device gpu: %s",
+                         ok ? "another rank cannot use its GPU" : why);
+        if (okd < 1 && present && !o->quiet && rt->rank == 0)
+            TQ_LOG(TQ_LOG_INFO, "eval: running on the CPU: %s", ok ? "another rank cannot use its GPU" : why);
+        gpu = okd >= 1;
+        if (gpu) gdev = tq_gmodel_select_device(rt->local_rank);
+    }
+    snprintf(mt->device, sizeof mt->device, "%s", gpu ? "gpu" : "cpu");
+    TQ_CHECK_GOTO(engine_load(&em.em, gpu, src, l0, l1, o, gdev), done);
+    em.m = &em.em;
     snprintf(mt->weights, sizeof mt->weights, "%s", src->desc);
     tq_wsource_free(&src);
 
     /* reference */
     int want_ref = !o->no_ref && (o->ref || !artifact);
+    int same_model = 0;
     mt->has_ref = want_ref;
     if (want_ref) {
-        int same = !o->ref && !(o->weights && o->weights[0]);
-        if (same) {
-            em.r = em.m;
+        same_model = !o->ref && !(o->weights && o->weights[0]);
+        em.r = &em.er;
+        if (same_model) {
+            em.er.cm = em.em.cm;
+            em.er.gm = em.em.gm;
+            em.er.alias = 1;
         } else {
             const char* rd = o->ref ? o->ref : o->model;
             TQ_CHECK_GOTO(open_source(rd, 0, o, 0, &rsrc), done);
-            TQ_CHECK_GOTO(tq_model_load(rsrc, l0, l1, &em.r), done);
+            TQ_CHECK_GOTO(engine_load(&em.er, gpu, rsrc, l0, l1, o, gdev), done);
             tq_wsource_free(&rsrc);
-            TQ_GOTO_FAIL(tq_model_vocab(em.r) != tq_model_vocab(em.m) || tq_model_hidden(em.r) != tq_model_hidden(em.m),
+            TQ_GOTO_FAIL(engine_vocab(em.r) != engine_vocab(em.m) || engine_hidden(em.r) != engine_hidden(em.m),
                          TQ_ERR_ARG, done, "eval: the reference model (%s) does not match the model's vocabulary/shape", rd);
         }
     }
@@ -277,11 +387,10 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
             snprintf(tokpath, sizeof tokpath, "%s/tokenizer.bin", o->ref);
             if (tq_file_exists(tokpath)) tk = tokpath;
         }
-        TQ_CHECK_GOTO(tq_load_tokens(o->data, tk, tq_model_vocab(em.m), o->max_tokens, &tokens, &ntok), done);
+        TQ_CHECK_GOTO(tq_load_tokens(o->data, tk, engine_vocab(em.m), o->max_tokens, &tokens, &ntok), done);
     }
     int ctx = o->ctx > 0 ? o->ctx : 512;
-    if (o->ctx <= 0 && tq_model_max_position(em.m) > 0 && ctx > tq_model_max_position(em.m))
-        ctx = tq_model_max_position(em.m);
+    if (o->ctx <= 0 && arch->max_position > 0 && ctx > arch->max_position) ctx = arch->max_position;
     int stride = o->stride > 0 ? o->stride : ctx;
     TQ_GOTO_FAIL(ctx < 2 || stride > ctx, TQ_ERR_ARG, done, "eval: need ctx >= 2 and stride <= ctx (ctx %d, stride %d)",
                  ctx, stride);
@@ -312,23 +421,23 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
 
     /* KV caches */
     {
-        tq_kv_codec kc, vc, f16;
-        TQ_CHECK_GOTO(tq_kv_codec_parse(o->kv_k ? o->kv_k : "fp16", o->qjl, &kc), done);
-        TQ_CHECK_GOTO(tq_kv_codec_parse(o->kv_v ? o->kv_v : "fp16", 0, &vc), done);
-        TQ_CHECK_GOTO(tq_kv_codec_parse("fp16", 0, &f16), done);
-        TQ_CHECK_GOTO(tq_model_kv_create(em.m, &kc, &vc, ctx, o->seed, &em.kvm), done);
-        if (em.r) TQ_CHECK_GOTO(tq_model_kv_create(em.r, &f16, &f16, ctx, o->seed, &em.kvr), done);
+        TQ_CHECK_GOTO(engine_kv(em.m, &kc, &vc, ctx, o->seed), done);
+        if (em.r) TQ_CHECK_GOTO(engine_kv(em.r, &f16, &f16, ctx, o->seed), done);
         snprintf(mt->kv_k, sizeof mt->kv_k, "%s", kc.name);
         snprintf(mt->kv_v, sizeof mt->kv_v, "%s", vc.name);
-        int hd = tq_model_arch(em.m)->head_dim;
+        int hd = arch->head_dim;
         mt->kv_k_bits = tq_kv_bits(&kc, hd);
         mt->kv_v_bits = tq_kv_bits(&vc, hd);
         /* full-attention layers only: hybrid models' linear-attention layers keep a fixed-size state */
-        mt->kv_bytes_per_token = (uint64_t)tq_model_arch(em.m)->n_full_layers * tq_model_arch(em.m)->n_kv_heads *
+        mt->kv_bytes_per_token = (uint64_t)arch->n_full_layers * arch->n_kv_heads *
                                  (tq_kv_vec_bytes(&kc, hd) + tq_kv_vec_bytes(&vc, hd));
     }
+    if (gpu && layers_mode && rt->size > 1) {
+        TQ_CHECK_GOTO(tq_comm_gpu_init(rt, gdev, &em.nc), done);
+        snprintf(mt->comm, sizeof mt->comm, "%s", tq_comm_gpu_nccl(em.nc) ? "nccl" : "mpi");
+    }
 
-    int V = tq_model_vocab(em.m), H = tq_model_hidden(em.m);
+    int V = engine_vocab(em.m), H = engine_hidden(em.m);
     int last = !layers_mode || rt->rank == rt->size - 1;
     x = malloc((size_t)ctx * H * sizeof(float));
     if (last) {
@@ -340,7 +449,7 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
                  "out of memory (window buffers: ctx %d x vocab %d)", ctx, V);
     rc = tq_rt_agree(rt, TQ_OK);
     if (rc != TQ_OK) goto agreed;
-    const int same_run = em.r == em.m && !strcmp(mt->kv_k, "fp16") && !strcmp(mt->kv_v, "fp16");
+    const int same_run = em.r && same_model && !strcmp(mt->kv_k, "fp16") && !strcmp(mt->kv_v, "fp16");
 
     tq_progress* prog = o->quiet ? NULL : tq_progress_start(rt, "evaluated", (double)nwin * (layers_mode ? rt->size : 1), "windows", 10.0);
     double done_w = 0;
@@ -349,11 +458,11 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
         if (tq_rt_peer_failed(rt)) break;
         const int* tok = tokens + wb[w];
         int T = we[w];
-        if (em.r) rc = run_window(rt, layers_mode, em.r, em.kvr, tok, T, x, lr, 2 * w);
+        if (em.r) rc = run_window(rt, layers_mode, em.r, em.nc, tok, T, x, lr, 2 * w);
         if (rc == TQ_OK && same_run && last)
             memcpy(lg, lr, (size_t)T * V * sizeof(float)); /* identical weights and KV codecs: same logits */
         else if (rc == TQ_OK && !same_run)
-            rc = run_window(rt, layers_mode, em.m, em.kvm, tok, T, x, lg, 2 * w + 1);
+            rc = run_window(rt, layers_mode, em.m, em.nc, tok, T, x, lg, 2 * w + 1);
         if (rc == TQ_OK && last) {
             window_metrics(lg, em.r ? lr : NULL, tok, T, ws[w], V, vals + (size_t)w * V_N);
             for (int i = 0; i < V_N; i++)
@@ -402,10 +511,9 @@ agreed:
     tq_wsource_free(&src);
     tq_wsource_free(&rsrc);
     tq_arch_free(&arch);
-    tq_kv_free(&em.kvm);
-    tq_kv_free(&em.kvr);
-    if (em.r != em.m) tq_model_free(&em.r);
-    tq_model_free(&em.m);
+    engine_free(&em.er);
+    engine_free(&em.em);
+    tq_comm_gpu_free(&em.nc);
     free(tokens);
     free(x);
     free(lg);
@@ -442,6 +550,8 @@ char* tq_eval_metrics_json(const tq_eval_metrics* m)
     json_object_set_new(o, "parallel", json_string(m->parallel));
     json_object_set_new(o, "ranks", json_integer(m->ranks));
     json_object_set_new(o, "seconds", json_real(m->seconds));
+    json_object_set_new(o, "device", json_string(m->device[0] ? m->device : "cpu"));
+    if (m->comm[0]) json_object_set_new(o, "gpu_comm", json_string(m->comm));
     char* s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     json_decref(o);
     return s;

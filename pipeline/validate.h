@@ -15,7 +15,10 @@
  * Ranks: "seq" gives every rank the whole model and windows round-robin; "layers" splits the layers
  *   evenly over ranks (pipeline parallel: rank r sends the activations of each window to rank r+1).
  *   Per-window sums are combined in window order, so the numbers do not depend on the rank count
- *   (beyond BLAS rounding, which is per window and rank-independent). */
+ *   (beyond BLAS rounding, which is per window and rank-independent).
+ * Device: with --device gpu (or auto on a GPU build with a visible GPU) the model runs through the GPU
+ *   forward pass (pipeline/model_gpu.h); in layers mode activations move GPU to GPU with NCCL when every
+ *   rank has its own GPU, else through the host over MPI (ranks sharing one GPU; logged). */
 #ifndef TQ_VALIDATE_H
 #define TQ_VALIDATE_H
 
@@ -47,6 +50,9 @@ typedef struct {
     double mem_per_rank;     /* bytes a rank may hold in weights (auto mode); 0 = 16 GiB */
     int quiet;
     int threads;             /* BLAS threads per rank (0 = 1: results then do not depend on the machine) */
+    int device;              /* tq_device (model_gpu.h): 0 auto (GPU when built with CUDA, one is visible and
+                              * the family / KV codecs run there), 1 cpu, 2 gpu */
+    int gpu_bf16;            /* GPU: weights and GEMM inputs in bf16 (default fp32: agrees with the CPU) */
 } tq_eval_opts;
 
 typedef struct {
@@ -61,6 +67,8 @@ typedef struct {
     char weights[600];                /* weight source description */
     char parallel[8];                 /* "seq" or "layers" */
     double seconds, tokens_per_s;     /* model + reference forward passes */
+    char device[8];                   /* "cpu" or "gpu" */
+    char comm[8];                     /* layers mode over GPUs: "nccl" or "mpi" (host staging); else "" */
 } tq_eval_metrics;
 
 void tq_eval_opts_init(tq_eval_opts* o);

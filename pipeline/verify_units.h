@@ -2,14 +2,16 @@
  * checksum it and count NaN/Inf values: what `tqpipe inspect --verify` and the pipeline's ingest stage
  * both run.
  *
- * Reading: the requested units are sorted by (file, offset). Units lying close together in one file
- * (gaps up to chunk/8) are read with ONE pread of at most `chunk_bytes` (checkpoints with tens of
- * thousands of small expert tensors would otherwise cost one syscall each); a unit on its own, or a
- * larger one, is read through tq_ckpt_read_raw in row chunks of about `chunk_bytes`. If a coalesced
- * read fails, its units are redone one by one, so errors name the exact tensor. One buffer is reused:
- * memory per rank is bounded by max(chunk_bytes, largest row) whatever the model size. Each chunk is
- * hashed (XXH3-64, seed 0) and scanned for NaN/Inf while it is still in cache. Pass many units per
- * call: one unit per call works but forgoes the coalescing.
+ * Reading: the requested units are sorted by (file, offset) and cut into reads: units lying close
+ * together in one file (gaps up to chunk/8) share ONE pread of at most `chunk_bytes` (checkpoints with
+ * tens of thousands of small expert tensors would otherwise cost one syscall each); a unit larger than
+ * the chunk is read in pieces of whole rows. Each read is checked while it is in cache, 16 KiB at a
+ * time: XXH3-64 (seed 0) of the block, then the NaN/Inf test of the same block from L1 (one pass over
+ * memory: the kernel's copy). If a read fails, its units are redone one by one through
+ * tq_ckpt_read_raw, so errors name the exact tensor. Memory per rank: one buffer of max(chunk_bytes,
+ * largest row), three with the reader thread (opts.reader_thread: a second thread does the preads up
+ * to three reads ahead), whatever the model size. Pass many units per call: one unit per call works
+ * but forgoes the coalescing.
  *
  * Checksums: a unit's xxh is XXH3-64 of its stored bytes (rows [row0, row0+nrows) as in the file).
  * A tensor's checksum (tq_verify_tensor_xxh) is the unit xxh itself when the tensor is one unit, else
@@ -48,12 +50,15 @@ typedef struct {
     tq_progress* progress; /* optional: updated with progress_base + bytes read so far */
     double progress_base;
     int log_errors;        /* log each unit read error (TQ_LOG WARN) */
+    int reader_thread;     /* 1: a second thread does the preads, up to 3 reads ahead of the checks
+                            * (3 buffers); worth it only when the rank has a second core of its own
+                            * (tq_verify_reader_auto). 0: everything in the calling thread */
 } tq_verify_opts;
 
 typedef struct {
     uint64_t bytes;        /* bytes read */
     double seconds;        /* wall time of the loop */
-    double cpu_seconds;    /* CPU time of the calling thread in the loop (user + system) */
+    double cpu_seconds;    /* CPU time of the loop (user + system), the reader thread's included */
     int64_t units, failed; /* units verified, units whose read failed */
     int64_t nan, inf;      /* totals */
     char first_error[256]; /* message of the first failed unit ("" when none) */
@@ -83,6 +88,12 @@ tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* 
  * u->units; checksums do not depend on the assignment. */
 tq_status tq_verify_file_order(const tq_rt* rt, const tq_ckpt* c, const tq_unitlist* u, const tq_verify_opts* opts,
                                tq_unit_check** all_out, tq_verify_stats** rank_stats_out, tq_verify_stats* total);
+
+/* 1 when a reader thread should pay off for a rank of a job with local_ranks ranks on this node: the
+ * process may run on >= 2 CPUs, and those are a slice of its own (srun -c 2, mpirun --map-by
+ * slot:PE=2) or the node has >= 2 CPUs per rank. Under mpirun's default binding (one core per rank
+ * when np <= 2) it is 0. */
+int tq_verify_reader_auto(int local_ranks);
 
 /* Tensor checksum from its units' results (see top). checks[] and units[] are parallel arrays of
  * the tensor's units, in row order. */

@@ -4,7 +4,8 @@
  *
  *   tqpipe eval --model runs/s260k/hf --data jobs/data/tinystories_valid.txt --ctx 256 --kv-k tq3 --kv-v tq3
  *   mpirun -np 4 tqpipe eval --artifact runs/x/artifact --ref ckpt/ --data tokens.tok --parallel layers --json
- *   tqpipe generate --model runs/s260k/hf --steps 200 */
+ *   tqpipe generate --model runs/s260k/hf --steps 200
+ * Both take --device auto|cpu|gpu (pipeline/model_gpu.h: the CUDA forward pass). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "commands.h"
 #include "fileio.h"   // defines: tq_file_exists
 #include "model.h"
+#include "model_gpu.h" // defines: tq_device_parse, tq_gmodel_load, tq_gmodel_forward
 #include "rt.h"
 #include "tokenizer.h"
 #include "validate.h"
@@ -42,6 +44,12 @@ static void eval_usage(FILE* f)
             "  --parallel MODE    seq (whole model per rank, windows spread), layers (pipeline parallel),\n"
             "                     auto (default: seq unless the fp32 model exceeds --mem-per-rank GB, 16)\n"
             "  --threads N        BLAS threads per rank (default 1, so numbers do not depend on the machine)\n"
+            "  --device D         auto (default: the GPU when this build has CUDA, a GPU is visible and the model\n"
+            "                     family and KV codecs run there), cpu, gpu. GPU: llama, mistral, qwen2, qwen3,\n"
+            "                     qwen3_moe; KV f32 fp16 bf16 int8 tq2 tq3 tq4 (+nc); one GPU per rank\n"
+            "                     (local rank modulo the GPU count); --parallel layers passes activations with\n"
+            "                     NCCL, or through the host when ranks share a GPU\n"
+            "  --gpu-bf16         GPU weights and GEMM inputs in bf16 (default fp32, which agrees with the CPU)\n"
             "  --save-metrics     with --artifact: store the metrics JSON in the artifact index\n"
             "  --json             print the metrics as JSON\n");
 }
@@ -75,6 +83,16 @@ int tq_cmd_eval(int argc, char** argv)
             o.quant_embed = 1;
         } else if (!strcmp(a, "--save-metrics")) {
             save = 1;
+        } else if (!strcmp(a, "--gpu-bf16")) {
+            o.gpu_bf16 = 1;
+        } else if (v && !strcmp(a, "--device")) {
+            tq_device dv;
+            if (tq_device_parse(v, &dv) != TQ_OK) {
+                fprintf(stderr, "tqpipe eval: %s\n", tq_last_error());
+                return 2;
+            }
+            o.device = (int)dv;
+            i++;
         } else if (!strcmp(a, "--quiet")) {
             o.quiet = 1;
         } else if (v && !strcmp(a, "--model")) {
@@ -152,8 +170,8 @@ int tq_cmd_eval(int argc, char** argv)
             printf("ppl        %.6f (nll %.6f)\n", m.ppl, m.nll);
             if (m.has_ref)
                 printf("reference  ppl %.6f   KL %.6g nats   top-1 %.4f\n", m.ref_ppl, m.kl, m.top1);
-            printf("time       %.2f s on %d rank(s), %s parallel (%.0f tokens/s)\n", m.seconds, m.ranks, m.parallel,
-                   m.tokens_per_s);
+            printf("time       %.2f s on %d rank(s), %s parallel, %s%s%s (%.0f tokens/s)\n", m.seconds, m.ranks,
+                   m.parallel, m.device, m.comm[0] ? " via " : "", m.comm, m.tokens_per_s);
         }
         if (save && o.artifact) rc = tq_artifact_set_metrics(o.artifact, js);
     }
@@ -169,16 +187,19 @@ int tq_cmd_eval(int argc, char** argv)
 static void gen_usage(FILE* f)
 {
     fprintf(f, "usage: tqpipe generate (--model CKPT_DIR | --artifact DIR) [--steps N] [--prompt TEXT]\n"
-               "                        [--tokenizer FILE] [--kv-k CODEC] [--kv-v CODEC] [--qjl] [--tokens]\n\n"
+               "                        [--tokenizer FILE] [--kv-k CODEC] [--kv-v CODEC] [--qjl] [--tokens]\n"
+               "                        [--device cpu|gpu|auto] [--gpu-bf16]\n\n"
                "Greedy decoding from BOS (+ the prompt), printed as llama2.c's run.c prints it (text needs a\n"
                "llama2.c tokenizer: CKPT_DIR/tokenizer.bin or --tokenizer; --tokens prints ids instead).\n"
-               "KV cache f32 by default (exact).\n");
+               "KV cache f32 by default (exact). --device: cpu (default), gpu (the CUDA forward pass, fp32\n"
+               "weights unless --gpu-bf16), auto (gpu when available for this model and KV codecs).\n");
 }
 
 int tq_cmd_generate(int argc, char** argv)
 {
     const char *model = NULL, *artifact = NULL, *prompt = "", *tokp = NULL, *kk = "f32", *kvv = "f32";
-    int steps = 256, qjl = 0, ids = 0;
+    int steps = 256, qjl = 0, ids = 0, gbf16 = 0;
+    tq_device dev = TQ_DEVICE_CPU;
     for (int i = 1; i < argc; i++) {
         const char* a = argv[i];
         const char* v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -189,6 +210,14 @@ int tq_cmd_generate(int argc, char** argv)
             qjl = 1;
         } else if (!strcmp(a, "--tokens")) {
             ids = 1;
+        } else if (!strcmp(a, "--gpu-bf16")) {
+            gbf16 = 1;
+        } else if (v && !strcmp(a, "--device")) {
+            if (tq_device_parse(v, &dev) != TQ_OK) {
+                fprintf(stderr, "tqpipe generate: %s\n", tq_last_error());
+                return 2;
+            }
+            i++;
         } else if (v && !strcmp(a, "--model")) {
             model = v, i++;
         } else if (v && !strcmp(a, "--artifact")) {
@@ -217,6 +246,8 @@ int tq_cmd_generate(int argc, char** argv)
     tq_wsource* src = NULL;
     tq_model* m = NULL;
     tq_kv_cache* kv = NULL;
+    tq_gmodel* gm = NULL;
+    tq_gkv* gkv = NULL;
     tq_tokenizer* tk = NULL;
     float* logits = NULL;
     int* ptoks = NULL;
@@ -236,11 +267,27 @@ int tq_cmd_generate(int argc, char** argv)
     if (rc == TQ_OK) rc = tq_kv_codec_parse(kvv, 0, &vc);
     int maxpos = m && tq_model_max_position(m) > 0 ? tq_model_max_position(m) : steps;
     if (rc == TQ_OK && steps > maxpos) steps = maxpos;
-    if (rc == TQ_OK) rc = tq_model_kv_create(m, &kc, &vc, steps, 42, &kv);
+    if (rc == TQ_OK && dev != TQ_DEVICE_CPU) {
+        char why[256] = "no GPU visible (or a build without CUDA)";
+        int ok = tq_gmodel_gpu_present() && tq_gmodel_supports(tq_model_arch(m), &kc, &vc, why, sizeof why);
+        if (!ok && dev == TQ_DEVICE_GPU) rc = tq_fail(TQ_ERR_UNSUPPORTED, "generate --device gpu: %s", why);
+        if (ok) { /* load again onto the GPU; the CPU copy is dropped */
+            tq_model_free(&m);
+            tq_gmodel_opts go;
+            tq_gmodel_opts_init(&go);
+            go.bf16 = gbf16;
+            rc = model ? tq_wsource_ckpt(model, &src) : tq_wsource_artifact(artifact, &src);
+            if (rc == TQ_OK) rc = tq_gmodel_load(src, 0, -1, &go, &gm);
+            tq_wsource_free(&src);
+            if (rc == TQ_OK) rc = tq_gmodel_kv_create(gm, &kc, &vc, steps, 42, &gkv);
+        }
+    }
+    if (rc == TQ_OK && m) rc = tq_model_kv_create(m, &kc, &vc, steps, 42, &kv);
+    const int vocab = gm ? tq_gmodel_vocab(gm) : m ? tq_model_vocab(m) : 0;
     int np = 1;
     if (rc == TQ_OK) {
         ptoks = malloc((strlen(prompt) + 4) * sizeof(int));
-        logits = malloc((size_t)tq_model_vocab(m) * sizeof(float));
+        logits = malloc((size_t)(vocab > 0 ? vocab : 1) * sizeof(float));
         if (!ptoks || !logits) rc = tq_fail(TQ_ERR_NOMEM, "out of memory");
     }
     if (rc == TQ_OK) {
@@ -252,14 +299,14 @@ int tq_cmd_generate(int argc, char** argv)
     /* llama2.c run.c loop: forward(token, pos); next = prompt or argmax; stop at BOS; print piece */
     int token = rc == TQ_OK ? ptoks[0] : 0;
     for (int pos = 0; rc == TQ_OK && pos < steps; pos++) {
-        rc = tq_model_forward(m, kv, &token, 1, pos, logits);
+        rc = gm ? tq_gmodel_forward(gm, gkv, &token, 1, pos, logits) : tq_model_forward(m, kv, &token, 1, pos, logits);
         if (rc != TQ_OK) break;
         int next;
         if (pos < np - 1) {
             next = ptoks[pos + 1];
         } else {
             next = 0;
-            for (int i = 1; i < tq_model_vocab(m); i++)
+            for (int i = 1; i < vocab; i++)
                 if (logits[i] > logits[next]) next = i;
         }
         if (next == 1) break;
@@ -278,6 +325,8 @@ int tq_cmd_generate(int argc, char** argv)
     free(ptoks);
     free(logits);
     tq_kv_free(&kv);
+    tq_gkv_free(&gkv);
+    tq_gmodel_free(&gm);
     tq_tokenizer_free(&tk);
     tq_model_free(&m);
     return rc == TQ_OK ? 0 : 1;

@@ -8,7 +8,8 @@
  * --verify reads every byte, spread over the MPI ranks: the shard plan's units (rank-count independent)
  * in file order, cut into one contiguous stretch of about equal bytes per rank (--plan-order: the LPT
  * plan's assignment instead, which interleaves small tensors and reads slower), large sequential preads
- * into one bounded buffer (pipeline/verify_units.h); XXH3-64 per tensor, NaN/Inf counts (bf16/f16/f32);
+ * into bounded buffers, optionally by a reader thread per rank (--reader; pipeline/verify_units.h);
+ * XXH3-64 per tensor, NaN/Inf counts (bf16/f16/f32);
  * results gathered on rank 0, which prints a summary, the first offending tensors by name with row and
  * column, and the read throughput per rank and in total.
  * Exit status (identical on every rank): 0 all good; 1 a descriptor mismatch, NaN/Inf, a read error or
@@ -44,6 +45,7 @@ typedef struct {
     size_t chunk;       /* read size for --verify */
     uint64_t max_unit;  /* shard plan unit size */
     double progress;    /* seconds between progress lines (0: off) */
+    int reader;         /* --reader: -1 auto, 0 off, 1 on */
 } inspect_opts;
 
 static void usage(FILE* f)
@@ -51,6 +53,7 @@ static void usage(FILE* f)
     fprintf(f,
             "usage: tqpipe inspect PATH [--ranks N] [--verify] [--json] [--list] [--chunk BYTES]\n"
             "                           [--max-unit BYTES] [--progress SECS] [--plan-order]\n"
+            "                           [--reader auto|on|off]\n"
             "  Describe a Hugging Face checkpoint (directory with config.json + *.safetensors, or one\n"
             "  .safetensors file with config.json beside it): architecture, parameter count (total /\n"
             "  active), tensor count, bytes by dtype and by role, descriptor check (missing / unexpected\n"
@@ -66,6 +69,9 @@ static void usage(FILE* f)
             "  --chunk BYTES    read size per pread for --verify (default 1M; k/M/G suffixes)\n"
             "  --max-unit BYTES shard plan unit size (default 64M)\n"
             "  --progress SECS  progress line interval during --verify (default 10, 0 = off)\n"
+            "  --reader MODE    --verify reads ahead in a second thread per rank: on, off, or auto\n"
+            "                   (default: on when the rank has a second CPU of its own, e.g. srun -c 2;\n"
+            "                   not under mpirun's default one-core-per-rank binding)\n"
             "  A llama2.c .bin checkpoint must be converted first: tqpipe convert MODEL.bin OUT_DIR\n"
             "exit status: 0 ok, 1 problems found or unreadable input, 2 usage\n");
 }
@@ -259,7 +265,8 @@ static tq_status run_verify(inspect_state* s)
 {
     uint64_t total = tq_unitlist_bytes(s->units);
     tq_progress* prog = tq_progress_start(s->rt, "verified", (double)total, "B", s->o.progress);
-    tq_verify_opts vo = {.chunk_bytes = s->o.chunk, .progress = prog, .log_errors = 1};
+    tq_verify_opts vo = {.chunk_bytes = s->o.chunk, .progress = prog, .log_errors = 1,
+                         .reader_thread = s->o.reader >= 0 ? s->o.reader : tq_verify_reader_auto(s->rt->local_size)};
     tq_unit_check* all = NULL;
     tq_status rc;
     if (s->o.lpt) {
@@ -532,6 +539,7 @@ static int parse_args(int argc, char** argv, inspect_opts* o)
 {
     memset(o, 0, sizeof *o);
     o->progress = 10;
+    o->reader = -1;
     o->chunk = TQ_VERIFY_DEFAULT_CHUNK;
     o->max_unit = 0;
     for (int i = 1; i < argc; i++) {
@@ -565,6 +573,15 @@ static int parse_args(int argc, char** argv, inspect_opts* o)
             }
             if (!strcmp(a, "--chunk")) o->chunk = (size_t)x;
             else o->max_unit = x;
+            i++;
+        } else if (!strcmp(a, "--reader") && v) {
+            if (!strcmp(v, "auto")) o->reader = -1;
+            else if (!strcmp(v, "on")) o->reader = 1;
+            else if (!strcmp(v, "off")) o->reader = 0;
+            else {
+                fprintf(stderr, "tqpipe inspect: --reader wants auto, on or off, got '%s'\n", v);
+                return 2;
+            }
             i++;
         } else if (!strcmp(a, "--progress") && v) {
             char* end = NULL;

@@ -43,6 +43,7 @@ tq_status tq_stage_validate(tq_stage_ctx* ctx)
         o.stride = job->eval_stride;
         o.max_tokens = job->eval_max_tokens;
         o.quiet = 1;
+        o.device = !strcmp(job->eval_device, "cpu") ? 1 : !strcmp(job->eval_device, "gpu") ? 2 : 0; /* tq_device */
         tq_eval_metrics mt;
         char* js = NULL;
         rc = tq_validate(rt, &o, &mt, &js);

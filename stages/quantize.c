@@ -22,6 +22,8 @@
 #include "fileio.h"    /* defines: tq_write_file_atomic, tq_read_file */
 #include "hash.h"      /* defines: tq_xxh64 */
 #include "log.h"
+#include "qbatch.h"     /* defines: tq_qbatch_quantize (helper pipebatch) */
+#include "qgptq.h"     /* defines: tq_qgptq_for_run, tq_qgptq_quantize (helper gptqstage) */
 #include "shardplan.h" /* defines: tq_units_from_ckpt */
 #include "stage.h"     /* defines: tq_stage_ctx, tq_plan_entry */
 #include "stage_fmt.h" /* defines: tq_fmt */
@@ -249,6 +251,7 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
     j.jfd = j.sfd = -1;
     double t_read = 0, t_quant = 0, t_write = 0;
     int use_gpu = 0;
+    tq_qgptq* gq = NULL; /* GPTQ against RUN/calibrate/hessian when the job asks (pipeline/qgptq.h) */
 
     tq_status rc = tq_ckpt_open(run->model_dir, &c);
     if (rc == TQ_OK) rc = tq_units_from_ckpt(c, job->max_unit_bytes, 1, &u);
@@ -257,6 +260,7 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
     if (rc == TQ_OK && !strcmp(job->device, "gpu") && !tq_gpu_available())
         rc = tq_fail(TQ_ERR_NOGPU, "the job asks for device: gpu but this rank sees no GPU (or tqpipe was built without CUDA)");
     use_gpu = strcmp(job->device, "cpu") && tq_gpu_available();
+    if (rc == TQ_OK) rc = tq_qgptq_for_run(run->dir, job->gptq, job->gptq_act_order, job->gptq_damp, use_gpu, &gq);
     TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
     if (rt->rank == 0) {
         char p[TQ_PATH_MAX + 32];
@@ -264,8 +268,18 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
         rc = tq_plan_entries_write(p, plan, nplan);
     }
     TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
-    TQ_CHECK_GOTO(tq_stage_schedule(ctx, u->n_units, (const char* const*)keys, bytes, job->verify_on_resume, &m, &mine, &nmine),
-                  out);
+    if (!gq && tq_qbatch_enabled()) {
+        /* batched: each rank takes a contiguous region of the files (coalesced, sequential reads) */
+        int64_t* forder = NULL;
+        rc = tq_rt_agree(rt, tq_qbatch_file_order(c, u, &forder));
+        if (rc == TQ_OK)
+            rc = tq_stage_schedule_ordered(ctx, u->n_units, (const char* const*)keys, bytes, forder, job->verify_on_resume,
+                                           &m, &mine, &nmine);
+        free(forder);
+        if (rc != TQ_OK) goto out;
+    } else
+        TQ_CHECK_GOTO(tq_stage_schedule(ctx, u->n_units, (const char* const*)keys, bytes, job->verify_on_resume, &m, &mine, &nmine),
+                      out);
     TQ_LOG0(TQ_LOG_INFO, "quantize: %" PRId64 " tensors, codecs from %s, on %s", nplan,
             from_plan ? "the allocate plan" : "the job's rules and default", use_gpu ? "the GPU" : "the CPU");
 
@@ -277,7 +291,20 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
     tq_stage_sum_i64(rt, tb, 1);
     tq_progress* prog = tq_progress_start(rt, "quantized", (double)tb[0], "B", 10.0);
     double done_b = 0;
-    for (int64_t i = 0; rc == TQ_OK && i < nmine; i++) {
+    int64_t nloop = nmine; /* the per-unit loop below: GPTQ jobs and TQ_QBATCH=0 */
+    if (!gq && tq_qbatch_enabled()) {
+        /* batched engine (pipeline/qbatch.h, helper pipebatch): same bytes, one read / compute / commit per batch */
+        tq_qbatch_opts bo;
+        tq_qbatch_stats bs;
+        tq_qbatch_default_opts(rt, use_gpu, &bo);
+        rc = tq_qbatch_quantize(rt, c, u, keys, mine, nmine, plan, nplan, job->seed, &bo, &j, prog, &bs);
+        processed = bs.units;
+        t_read = bs.t_read;
+        t_quant = bs.t_quant + bs.t_wait;
+        t_write = bs.t_write;
+        nloop = 0;
+    }
+    for (int64_t i = 0; rc == TQ_OK && i < nloop; i++) {
         int64_t k = mine[i];
         const tq_unit* un = &u->units[k];
         const tq_tensor_info* t = tq_ckpt_find(c, un->name);
@@ -306,7 +333,7 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
         memset(&q, 0, sizeof q);
         rc = tq_codec_parse(pe->codec, pe->group, &cd);
         if (rc == TQ_OK) rc = tq_qtensor_alloc(&q, &cd, un->nrows, cols, tq_tensor_seed(job->seed, un->name));
-        if (rc == TQ_OK) rc = use_gpu ? tq_quantize_gpu(w, &q, keys[k]) : tq_quantize_ref(w, &q, keys[k]);
+        if (rc == TQ_OK) rc = tq_qgptq_quantize(gq, un->name, pe->role, t->ndim, use_gpu, w, &q, keys[k], NULL);
         double t2 = tq_rt_time();
         uint8_t* rec = NULL;
         size_t rlen = 0;
@@ -367,6 +394,7 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
                tt[2] * 1e-6);
     }
 out:
+    tq_qgptq_free(&gq);
     free(w);
     free(plan);
     free(mine);

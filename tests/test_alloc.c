@@ -288,6 +288,40 @@ static void test_table(void)
     CHECK(tq_allocate(t, &o, &p) == TQ_OK, "allocate tq3: %s", tq_last_error());
     if (p) CHECK(!strcmp(tq_plan_codec(p, "model.layers.2.mlp.up_proj.weight"), "tq3"), "allowed codecs");
     tq_plan_free(&p);
+    /* the uniform plan of rtn4 (the guard's baseline): every mlp tensor rtn4, rules for norms and the
+     * embedding, budget copied not enforced; header notes are written as comments and ignored on parse */
+    o.codecs = NULL;
+    o.budget_bytes = 1234;
+    CHECK(tq_plan_uniform(t, &o, "rtn4", &p) == TQ_OK, "uniform: %s", tq_last_error());
+    if (p) {
+        CHECK(p->n == 10 && p->budget_bytes == 1234 && p->lower_bound < 0, "uniform plan: %lld tensors, budget %llu",
+              (long long)p->n, (unsigned long long)p->budget_bytes);
+        tq_codec c4, c2;
+        CHECK(tq_codec_label_parse("rtn4", &c4) == TQ_OK && tq_codec_label_parse("tq2", &c2) == TQ_OK, "labels");
+        uint64_t want = 6 * tq_codec_bytes(&c4, 256, 256) + 3 * 1024 + tq_codec_bytes(&c2, 512, 256);
+        CHECK(p->total_bytes == want, "uniform bytes %llu, want %llu", (unsigned long long)p->total_bytes,
+              (unsigned long long)want);
+        for (int64_t i = 0; i < p->n; i++)
+            CHECK(!strcmp(p->e[i].codec, !strcmp(p->e[i].role, "norm") ? "f32" : !strcmp(p->e[i].role, "embed") ? "tq2" : "rtn4"),
+                  "uniform: %s got %s", p->e[i].tensor, p->e[i].codec);
+        CHECK(tq_plan_entry_of(p, "model.layers.0.mlp.up_proj.weight") &&
+                  !strcmp(tq_plan_entry_of(p, "model.layers.0.mlp.up_proj.weight")->role, "mlp_up") &&
+                  !tq_plan_entry_of(p, "model.layers.9.mlp.up_proj.weight"),
+              "tq_plan_entry_of");
+        snprintf(p->notes, sizeof p->notes, "guard: first line\nguard: second line");
+        CHECK(tq_plan_format(p, &text, &len) == TQ_OK, "plan format with notes");
+        if (text) {
+            CHECK(strstr(text, "\n# guard: first line\n# guard: second line\n") != NULL, "notes not written: %s", text);
+            CHECK(strstr(text, "no lower bound") != NULL, "a plan without a bound must say so: %s", text);
+            tq_plan* q = NULL;
+            CHECK(tq_plan_parse(text, len, "plan.txt", &q) == TQ_OK && q && q->n == 10, "parse with notes: %s",
+                  tq_last_error());
+            tq_plan_free(&q);
+        }
+        free(text);
+        text = NULL;
+    }
+    tq_plan_free(&p);
     /* a budget below the minimum */
     o.codecs = NULL;
     o.budget_bytes = 1000;

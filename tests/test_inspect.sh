@@ -2,7 +2,8 @@
 # test_inspect.sh — `tqpipe inspect` end to end on real files:
 #  - the bundled stories260K converted to HF (tqpipe convert): architecture, parameter count 260,032,
 #    47 tensors, bytes by dtype/role, descriptor ok, plan summary; --verify under mpirun -np 2 and 1
-#    with identical per-tensor XXH3 whatever the rank count or read chunk; --json is valid JSON;
+#    with identical per-tensor XXH3 whatever the rank count, read chunk or reader thread; --json is
+#    valid JSON;
 #  - a 122B-A10B-shaped synthetic checkpoint (tqpipe synth, sharded): qwen3_5_moe, 37599 tensors,
 #    plan for --ranks 64, --verify -np 2;
 #  - failures, each exit 1 on every rank with a message naming what is wrong: a NaN written into
@@ -71,6 +72,12 @@ grep -c ' xxh3=[0-9a-f]\{16\} nan=0 inf=0$' "$tmp/l1" | grep -qx 47 || fail "--l
 $MPIRUN -np 2 "$TQ_BIN" inspect "$m" --verify --list --plan-order --progress 0 >"$tmp/l3" 2>/dev/null || fail "--plan-order -np 2"
 diff <(grep xxh3= "$tmp/l1") <(grep xxh3= "$tmp/l2") >/dev/null || fail "xxh3 differs between 1 rank/1k chunks and 2 ranks"
 diff <(grep xxh3= "$tmp/l1") <(grep xxh3= "$tmp/l3") >/dev/null || fail "xxh3 differs with --plan-order"
+# the reader thread (forced on / off, small chunks: many reads in flight) changes nothing
+"$TQ_BIN" inspect "$m" --verify --list --chunk 4k --reader on --progress 0 >"$tmp/l4" 2>/dev/null || fail "--reader on"
+$MPIRUN -np 2 "$TQ_BIN" inspect "$m" --verify --list --chunk 4k --reader off --progress 0 >"$tmp/l5" 2>/dev/null || fail "--reader off"
+diff <(grep xxh3= "$tmp/l1") <(grep xxh3= "$tmp/l4") >/dev/null || fail "xxh3 differs with --reader on"
+diff <(grep xxh3= "$tmp/l1") <(grep xxh3= "$tmp/l5") >/dev/null || fail "xxh3 differs with --reader off"
+"$TQ_BIN" inspect "$m" --verify --reader sometimes >/dev/null 2>&1; [ $? = 2 ] || fail "--reader sometimes: exit not 2"
 "$TQ_BIN" inspect "$m" --verify --json --progress 0 >"$tmp/j" 2>/dev/null || fail "--json exit"
 python3 - "$tmp/j" "$tmp/l1" <<'PY' || fail "json content"
 import json, sys
@@ -138,6 +145,9 @@ poke "$s/$f" "$t" 1 2 80ff
 $MPIRUN -np 2 "$TQ_BIN" inspect "$s" --verify --progress 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
 [ "$rc" != 0 ] || fail "Inf: exit 0"
 expect "$tmp/o" "^    $t: 0 NaN, 1 Inf \\(first at row 1, col 2\\)" "Inf tensor named"
+"$TQ_BIN" inspect "$s" --verify --reader on --chunk 64k --progress 0 >"$tmp/o" 2>"$tmp/e"; rc=$?
+[ "$rc" != 0 ] || fail "Inf, reader thread: exit 0"
+expect "$tmp/o" "^    $t: 0 NaN, 1 Inf \\(first at row 1, col 2\\)" "Inf tensor named (reader thread)"
 
 if [ "$fails" != 0 ]; then
     echo "test_inspect: $fails failure(s)"

@@ -4,7 +4,9 @@
  *  3. fuzz-style: thousands of deterministic mutations (bit flips, truncations, insertions, garbage
  *     lines) of each file must load cleanly (TQ_OK or a clean error), never crash;
  *  4. scale: 40,000 units (the Qwen3.5-122B-A10B inventory): group-committed update time per unit,
- *     fdatasync-per-unit time (batch of 1, on 200 units), compaction and resume-scan (load) time.
+ *     fdatasync-per-unit time (batch of 1, on 200 units), compaction and resume-scan (load) time;
+ *  5. batch commits (tq_journal_put_batch): records back to back, done together, none on ENOSPC;
+ *     update time per unit at 40,000 units in batches of 2,000.
  * LLVMFuzzerTestOneInput (build with clang -fsanitize=fuzzer -DTQ_FUZZING) feeds arbitrary bytes as a
  * journal to the loader. Plain C otherwise; returns EXIT_SUCCESS/EXIT_FAILURE. */
 #include <inttypes.h>
@@ -15,6 +17,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "fault.h" /* defines: tq_fault_begin (the enospc fault) */
 #include "fileio.h"
 #include "manifest.h"
 #include "stage.h" /* defines: tq_rmtree */
@@ -299,6 +302,73 @@ int main(void)
                "resume scan %.1f ms from journals, %.1f ms from the compacted manifest; compaction %.1f ms\n",
                N, t_group * 1e6, t_sync * 1e3, t_scan_j * 1e3, t_scan_m * 1e3, t_compact * 1e3);
         CHECK(t_scan_m < 5.0, "resume scan too slow: %.2f s", t_scan_m);
+    }
+    /* 5. batch commit (tq_journal_put_batch, what the quantize stage's batches use): records back to
+     *    back in one write, all done together; an ENOSPC leaves none of them done and the segment clean;
+     *    update cost per unit at 40,000 units in batches of 2,000 */
+    {
+        tq_rmtree(dir);
+        make_units(dir, 100);
+        char data[64];
+        size_t lens[3] = {5, 0, 17};
+        int64_t idx[3] = {10, 11, 12};
+        uint64_t aux[3] = {1, 2, 3};
+        memcpy(data, "aaaaa", 5);
+        memcpy(data + 5, "bbbbbbbbbbbbbbbbb", 17);
+        tq_journal j;
+        CHECK(tq_journal_open(&j, dir, 1, 0, 1) == TQ_OK, "open: %s", tq_last_error());
+        CHECK(tq_journal_put(&j, 3, "three", 5, NULL, 0) == TQ_OK, "put");
+        CHECK(tq_journal_put_batch(&j, 3, idx, data, lens, NULL, aux) == TQ_OK, "put_batch: %s", tq_last_error());
+        CHECK(j.batch_units == 0 && j.committed == 4, "the batch commits at once (open %" PRId64 ", committed %" PRId64 ")",
+              j.batch_units, j.committed);
+        /* a failing write: nothing recorded, segment truncated back */
+        setenv("TQ_FAULT", "enospc:mtest:0", 1);
+        tq_fault_begin("mtest", 0);
+        int64_t idx2[2] = {20, 21};
+        size_t lens2[2] = {4, 4};
+        uint64_t seg_before = j.seg_end;
+        tq_status rc = tq_journal_put_batch(&j, 2, idx2, "xxxxyyyy", lens2, NULL, NULL);
+        CHECK(rc == TQ_ERR_NOSPACE, "ENOSPC expected, got %d", rc);
+        CHECK(j.seg_end == seg_before && j.batch_units == 0, "segment end %" PRIu64 " (was %" PRIu64 ")", j.seg_end, seg_before);
+        unsetenv("TQ_FAULT");
+        tq_fault_begin("mtest", 0);
+        CHECK(tq_journal_close(&j) == TQ_OK, "close");
+        tq_manifest* m = NULL;
+        rc = tq_manifest_load(dir, &m);
+        CHECK(rc == TQ_OK && m->n_done == 4, "batch load: done %" PRId64, m ? m->n_done : -1);
+        char buf[64];
+        if (m) {
+            CHECK(tq_manifest_read_unit(m, 12, buf, sizeof buf) == TQ_OK && !memcmp(buf, "bbbbbbbbbbbbbbbbb", 17) &&
+                      m->st[12].aux == 3 && m->st[12].off == 10,
+                  "unit 12 off %" PRIu64, m->st[12].off);
+            CHECK(m->st[11].done && m->st[11].len == 0 && !strcmp(m->st[11].seg, "-"), "empty unit 11");
+            CHECK(!m->st[20].done && !m->st[21].done, "units of the failed batch are not done");
+        }
+        tq_manifest_free(&m);
+        /* cost at 40,000 units, batches of 2,000 */
+        const int64_t N = 40000, BN = 2000;
+        tq_rmtree(dir);
+        make_units(dir, N);
+        uint8_t* payload = calloc((size_t)BN, 512);
+        size_t* bl = malloc((size_t)BN * sizeof *bl);
+        int64_t* bi = malloc((size_t)BN * sizeof *bi);
+        for (int64_t i = 0; i < BN; i++) bl[i] = 512;
+        double t0 = now();
+        tq_journal_open(&j, dir, 1, 0, 1);
+        for (int64_t b = 0; b < N; b += BN) {
+            for (int64_t i = 0; i < BN; i++) bi[i] = b + i;
+            CHECK(tq_journal_put_batch(&j, BN, bi, payload, bl, NULL, NULL) == TQ_OK, "batch %" PRId64, b);
+        }
+        CHECK(tq_journal_close(&j) == TQ_OK, "close");
+        double t_batch = (now() - t0) / (double)N;
+        rc = tq_manifest_load(dir, &m);
+        CHECK(rc == TQ_OK && m->n_done == N, "40k batched load: done %" PRId64, m ? m->n_done : -1);
+        tq_manifest_free(&m);
+        printf("ok manifest at %" PRId64 " units, batch commits of %" PRId64 " units (512 B each): update %.2f us/unit\n", N, BN,
+               t_batch * 1e6);
+        free(payload);
+        free(bl);
+        free(bi);
     }
     tq_rmtree(dir);
     printf("%s (%d failures)\n", failed ? "FAILED" : "ok", failed);

@@ -2,8 +2,9 @@
  * quiet/signalling NaN, largest finite values not counted), unit checksums equal XXH3-64 of the exact
  * bytes written whatever the chunk size, row-slice units and the tensor checksum rule, the position of
  * the first NaN, a file truncated after opening (the affected units fail, the others still verify),
- * and the collective tq_verify_plan (run under mpirun -np 2: rank 0 gets every unit, every rank the
- * same totals). Writes its checkpoint with pipeline/st_writer.h into a temp directory. */
+ * the vectorized NaN/Inf test at every position and length up to 300 at an odd address, the reader
+ * thread (same results; a truncated file still fails only its unit), and the collective tq_verify_plan
+ * (run under mpirun -np 2: rank 0 gets every unit, every rank the same totals). Writes its checkpoint with pipeline/st_writer.h into a temp directory. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -55,6 +56,37 @@ static void test_count_nonfinite(void)
     first = tq_count_nonfinite(big, TQ_BF16, n, &nan, &inf);
     CHECK(nan == 1 && inf == 1 && first == 70000);
     free(big);
+}
+
+/* The vectorized any-NaN/Inf test against a plain loop: every length up to 300 elements, one
+ * NaN/Inf at every position (vector body, unrolled body, scalar tail), at an odd byte address
+ * (safetensors does not promise aligned tensors), for each dtype; largest finite values never count. */
+static void test_scan_positions(void)
+{
+    const size_t maxn = 300;
+    unsigned char* raw = malloc(4 * maxn + 8);
+    static const struct {
+        tq_dtype dt;
+        uint32_t finite_max, bad;
+    } cases[] = {{TQ_BF16, 0xff7fu, 0xff80u}, {TQ_F16, 0xfbffu, 0x7c01u}, {TQ_F32, 0x7f7fffffu, 0xff800000u}};
+    int wrong = 0;
+    for (int ci = 0; ci < 3; ci++) {
+        size_t es = tq_dtype_size(cases[ci].dt);
+        unsigned char* p = raw + 1; /* odd address */
+        for (size_t n = 1; n <= maxn; n++) {
+            for (size_t i = 0; i < n; i++) memcpy(p + i * es, &cases[ci].finite_max, es);
+            int64_t nan = -1, inf = -1;
+            if (tq_count_nonfinite(p, cases[ci].dt, n, &nan, &inf) != -1 || nan || inf) wrong++;
+            for (size_t pos = 0; pos < n; pos++) {
+                memcpy(p + pos * es, &cases[ci].bad, es);
+                int64_t first = tq_count_nonfinite(p, cases[ci].dt, n, &nan, &inf);
+                if (first != (int64_t)pos || nan + inf != 1) wrong++;
+                memcpy(p + pos * es, &cases[ci].finite_max, es);
+            }
+        }
+    }
+    CHECK(wrong == 0);
+    free(raw);
 }
 
 /* tensors: a [37 x 50] bf16 with one NaN at (20, 7), a [9 x 11] f32 clean, a [300] f16 with 2 Inf,
@@ -120,10 +152,10 @@ static void test_local(const char* dir, tensor_spec* t)
     CHECK(tq_units_from_ckpt(c, 0, 1, &u) == TQ_OK);
     CHECK(u->n_units == 4);
     size_t chunks[3] = {0, 100, 7}; /* default, several rows per chunk, less than one row */
-    for (int ci = 0; ci < 3; ci++) {
+    for (int ci = 0; ci < 6; ci++) { /* each chunk without and with the reader thread */
         tq_unit_check r[4];
         tq_verify_stats st;
-        tq_verify_opts o = {.chunk_bytes = chunks[ci]};
+        tq_verify_opts o = {.chunk_bytes = chunks[ci % 3], .reader_thread = ci >= 3};
         CHECK(tq_verify_units(c, u, NULL, 4, &o, r, &st) == TQ_OK);
         for (int k = 0; k < 4; k++) {
             CHECK(!strcmp(u->units[k].name, t[k].name));
@@ -175,20 +207,23 @@ static void test_local(const char* dir, tensor_spec* t)
     for (int k = 1; k < 4; k++)
         if (ends[k] > ends[last]) last = k;
     CHECK(truncate(path, (off_t)(ends[last] - 3)) == 0);
-    tq_unit_check r3[4];
-    tq_verify_stats st3;
-    tq_status rc = tq_verify_units(c, u, NULL, 4, NULL, r3, &st3);
-    CHECK(rc == TQ_ERR_CORRUPT || rc == TQ_ERR_IO);
-    CHECK(st3.failed == 1);
-    CHECK(strstr(tq_last_error(), u->units[last].name) != NULL || strstr(tq_last_error(), path) != NULL);
-    CHECK(strstr(st3.first_error, "truncated") != NULL || strstr(st3.first_error, path) != NULL);
-    if (g_failed) fprintf(stderr, "truncation error: %s\n", st3.first_error);
-    for (int k = 0; k < 4; k++) {
-        if (k == last) {
-            CHECK(r3[k].status != TQ_OK && r3[k].xxh == 0);
-        } else {
-            CHECK(r3[k].status == TQ_OK);
-            CHECK(r3[k].xxh == tq_xxh64(t[k].data, t[k].bytes, 0));
+    for (int reader = 0; reader < 2; reader++) {
+        tq_unit_check r3[4];
+        tq_verify_stats st3;
+        tq_verify_opts o3 = {.chunk_bytes = 64, .reader_thread = reader}; /* several reads: the reader thread runs */
+        tq_status rc = tq_verify_units(c, u, NULL, 4, &o3, r3, &st3);
+        CHECK(rc == TQ_ERR_CORRUPT || rc == TQ_ERR_IO);
+        CHECK(st3.failed == 1);
+        CHECK(strstr(tq_last_error(), u->units[last].name) != NULL || strstr(tq_last_error(), path) != NULL);
+        CHECK(strstr(st3.first_error, "truncated") != NULL || strstr(st3.first_error, path) != NULL);
+        if (g_failed) fprintf(stderr, "truncation error: %s\n", st3.first_error);
+        for (int k = 0; k < 4; k++) {
+            if (k == last) {
+                CHECK(r3[k].status != TQ_OK && r3[k].xxh == 0);
+            } else {
+                CHECK(r3[k].status == TQ_OK);
+                CHECK(r3[k].xxh == tq_xxh64(t[k].data, t[k].bytes, 0));
+            }
         }
     }
     (void)starts;
@@ -265,6 +300,7 @@ int main(int argc, char** argv)
     if (tq_rt_init(&rt, &argc, &argv) != TQ_OK) return EXIT_FAILURE;
     g_rank = rt.rank;
     test_count_nonfinite();
+    test_scan_positions();
     tensor_spec t[4];
     make_tensors(t);
     char dir[256] = "";

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""alloc_plot.py RESULTS.tsv OUT.svg — KL (log scale) vs bits/weight from tests/bench/alloc_bench.sh,
-one series per method (uniform / Hessian allocation, plain / GPTQ). Plain SVG, no plotting library."""
+"""alloc_plot.py RESULTS.tsv OUT.svg [TITLE] — KL (log scale) vs bits/weight from tests/bench/alloc_bench.sh
+or tests/bench/alloc_stages_bench.sh, one series per method (uniform / Hessian allocation, plain / GPTQ).
+Plain SVG, no plotting library."""
 import math
 import sys
 
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
+title = sys.argv[3] if len(sys.argv) > 3 else "stories260K: KL to fp32 vs bits/weight (whole model, held-out stories, ctx 256)"
 series = {}
 for r in rows:
     series.setdefault(r[0], []).append((float(r[3]), float(r[4]), r[1]))
@@ -18,7 +20,7 @@ fy = lambda y: T + (y1 - math.log10(max(y, 1e-9))) / (y1 - y0) * (H - T - B)
 colors = {"uniform-plain": "#888888", "uniform-gptq": "#1f77b4", "alloc-plain": "#ff7f0e", "alloc-gptq": "#d62728"}
 out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
-       f'<text x="{L}" y="18" font-size="14">stories260K: KL to fp32 vs bits/weight (whole model, held-out stories, ctx 256)</text>']
+       f'<text x="{L}" y="18" font-size="14">{title}</text>']
 for x in range(x0, x1 + 1):
     out.append(f'<line x1="{fx(x):.1f}" y1="{T}" x2="{fx(x):.1f}" y2="{H-B}" stroke="#eee"/>')
     out.append(f'<text x="{fx(x):.1f}" y="{H-B+16}" text-anchor="middle">{x}</text>')

@@ -1,48 +1,122 @@
 #!/usr/bin/env bash
-# pipe_bench.sh — pipeline driver figures (issue 5), given a build dir:
-#  1. quantize stage throughput (read -> quantize -> durable write, the whole stage as `tqpipe run`
-#     times it) on the Qwen3.5-122B-A10B-shaped synthetic checkpoint (37,599 tensors, scale 1/64,
-#     ~108 MB bf16) with 1, 2 and 4 ranks, as a fraction of the disk read bound measured in the same
-#     run (cat of the same files, from page cache after a warm-up read: what the stage's reads see);
-#  2. manifest cost at 40,000 units (from test_manifest): update time per unit, resume scan time;
-#  3. Slurm scheduling overhead per stage is printed by the pipe_slurm test (ctest -R pipe_slurm -V).
+# pipe_bench.sh — pipeline driver figures (issue 5), given a build dir; runs unattended on the CPU
+# machine and on a GPU machine (ranks share the node's GPU(s): rank r uses GPU local_rank % count).
+#  1. quantize stage throughput (read -> quantize -> durable write) on the Qwen3.5-122B-A10B-shaped
+#     synthetic checkpoint (37,599 tensors) at scale 1/64 (~108 MB) and 1/16 (~1.7 GB), with 1, 2
+#     and 4 ranks, against two read bounds measured in the same run:
+#       page-cache bound: `cat` of the same files after a warm-up read (what a warm stage reads from);
+#       disk bound: `dd iflag=direct` (O_DIRECT, no page cache) of the same files;
+#     and the stage run twice: warm (files in the page cache) and cold (the checkpoint's pages evicted
+#     with posix_fadvise(DONTNEED) first, so its reads go to the disk). "stage" is the whole stage as
+#     state.json times it (checkpoint open, plan, schedule, loop, manifest compaction); "loop" is the
+#     read -> quantize -> commit part alone (the stage's progress line). One SUMMARY line per scale and
+#     rank count; on a GPU machine a second line per rank count with every unit on the GPU
+#     (TQ_QBATCH_GPU_MIN=0; by default units under 65,536 weights go to the CPU workers).
+#  2. the per-unit path (TQ_QBATCH=0, how the stage ran before batching) at 1 rank and scale 1/64;
+#  3. manifest cost at 40,000 units (from test_manifest): update time per unit, resume scan time;
+#  4. Slurm scheduling overhead per stage is printed by the pipe_slurm test (ctest -R pipe_slurm -V).
 #   usage: tests/bench/pipe_bench.sh [BUILD_DIR] [RANKS...]    (default: build, ranks 1 2 4)
+#   env:   TQ_BENCH_SCALES (default "64 16"), TQ_BENCH_DIR (default /tmp/tq_pipe_bench),
+#          TQ_BENCH_BASELINE=0 skips 2., TQ_BENCH_COLD=0 skips the cold runs.
 set -u
 build=$(cd "${1:-build}" && pwd) || exit 2
 shift || true
 ranks=${*:-1 2 4}
+scales=${TQ_BENCH_SCALES:-64 16}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=$build/tqpipe
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 MPI="mpirun --allow-run-as-root --oversubscribe --mca btl_vader_single_copy_mechanism none"
 W=${TQ_BENCH_DIR:-/tmp/tq_pipe_bench}
 mkdir -p "$W"
-model=$W/synth122b
-if [ ! -f "$model/model.safetensors.index.json" ]; then
-  "$bin" synth --config "$src/jobs/configs/qwen3.5-122b-a10b.json" --scale 64 --seed 1 --shard-size 20M "$model" > /dev/null || exit 1
-fi
-sed -e '/^  pack:/,$d' "$src/jobs/synth-122b.yaml" > "$W/job.yaml"   # ingest + quantize only
-export TQ_SYNTH122B_DIR=$model
-bytes=$(cat "$model"/*.safetensors | wc -c)
-echo "checkpoint: $model, $(ls "$model"/*.safetensors | wc -l) files, $bytes bytes, $(nproc) cores"
-for np in $ranks; do
-  rm -rf "$W/run-$np"
-  $MPI -np 1 "$bin" run "$W/job.yaml" --run-dir "$W/run-$np" > /dev/null 2>&1 || true   # ingest (+convert)
-  # read bound, same run: warm the cache, then time a full sequential read
-  cat "$model"/*.safetensors > /dev/null
-  t0=$(date +%s.%N); cat "$model"/*.safetensors > /dev/null; t1=$(date +%s.%N)
-  rd=$(python3 -c "print($bytes / ($t1 - $t0))")
-  # quantize again from scratch on np ranks
-  $MPI -np $np "$bin" stage quantize --run "$W/run-$np" --force > "$W/q-$np.log" 2>&1 || { echo "quantize on $np ranks failed"; tail "$W/q-$np.log"; exit 1; }
-  python3 - "$W/run-$np" "$bytes" "$rd" "$np" <<'PY'
-import json, sys
-run, nbytes, rd, np = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-q = json.load(open(run + "/state.json"))["stages"]["quantize"]
-thr = nbytes / q["seconds"]
-print(f"quantize {np} rank(s): {q['units_total']} units, {q['seconds']:.2f} s, {thr/1e6:.2f} MB/s; "
-      f"read bound {rd/1e6:.0f} MB/s; fraction {thr/rd:.4f}  [{q['summary']}]")
+gpu=""
+command -v nvidia-smi > /dev/null 2>&1 && gpu=$(nvidia-smi -L 2> /dev/null | head -1)
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), ${gpu:-no GPU}"
+
+now() { date +%s.%N; }
+evict() { # drop the checkpoint's pages from the page cache (clean pages; no root needed)
+  python3 - "$@" <<'PY'
+import os, sys
+for f in sys.argv[1:]:
+    fd = os.open(f, os.O_RDONLY)
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
 PY
+}
+# $1 run dir, $2 log -> "stage_s loop_s units summary"
+figures() {
+  python3 - "$1" "$2" <<'PY'
+import json, re, sys
+q = json.load(open(sys.argv[1] + "/state.json"))["stages"]["quantize"]
+loop = q["seconds"]
+for l in open(sys.argv[2], errors="replace"):
+    m = re.search(r"quantized .* \(100%\) in ([0-9.]+) s", l)
+    if m: loop = float(m.group(1))
+print(f"{q['seconds']:.3f} {loop:.3f} {q['units_total']} {q['output_hash']}")
+PY
+}
+mbs() { python3 -c "print(f'{$1 / $2 / 1e6:.1f}')"; }
+frac() { python3 -c "print(f'{($1 / $2) / $3:.4f}')"; }
+
+for scale in $scales; do
+  model=$W/synth122b-s$scale
+  shard=20M
+  [ "$scale" -lt 64 ] && shard=256M
+  if [ ! -f "$model/model.safetensors.index.json" ]; then
+    "$bin" synth --config "$src/jobs/configs/qwen3.5-122b-a10b.json" --scale "$scale" --seed 1 --shard-size $shard "$model" > /dev/null || exit 1
+  fi
+  files=$(ls "$model"/*.safetensors)
+  bytes=$(cat $files | wc -c)
+  sed -e '/^  pack:/,$d' "$src/jobs/synth-122b.yaml" > "$W/job.yaml" # ingest + quantize only
+  R=$W/run-s$scale
+  rm -rf "$R"
+  TQ_SYNTH122B_DIR=$model $MPI -np 1 "$bin" run "$W/job.yaml" --run-dir "$R" > "$W/ingest-s$scale.log" 2>&1 ||
+    { echo "ingest of scale $scale failed"; tail "$W/ingest-s$scale.log"; exit 1; }
+  # read bounds, same run
+  cat $files > /dev/null
+  t0=$(now); cat $files > /dev/null; t1=$(now)
+  pc=$(python3 -c "print($bytes / ($t1 - $t0))")
+  evict $files
+  t0=$(now); ok=1
+  for f in $files; do dd if="$f" of=/dev/null bs=8M iflag=direct status=none || ok=0; done
+  t1=$(now)
+  if [ $ok = 1 ]; then disk=$(python3 -c "print($bytes / ($t1 - $t0))"); how="O_DIRECT"
+  else evict $files; t0=$(now); cat $files > /dev/null; t1=$(now); disk=$(python3 -c "print($bytes / ($t1 - $t0))"); how="cold cat"; fi
+  echo "scale 1/$scale: $model, $(echo $files | wc -w) files, $bytes bytes; page-cache bound $(mbs "$pc" 1) MB/s, disk bound ($how) $(mbs "$disk" 1) MB/s"
+  variants="default"
+  [ -n "$gpu" ] && variants="default allgpu"
+  for np in $ranks; do
+    for var in $variants; do
+      envs=""
+      [ $var = allgpu ] && envs="TQ_QBATCH_GPU_MIN=0"
+      cat $files > /dev/null
+      env $envs $MPI -np $np "$bin" stage quantize --run "$R" --force > "$W/q-s$scale-$np-$var.log" 2>&1 ||
+        { echo "quantize on $np ranks failed"; tail "$W/q-s$scale-$np-$var.log"; exit 1; }
+      read ws wl units hash <<< "$(figures "$R" "$W/q-s$scale-$np-$var.log")"
+      cold=""
+      if [ "${TQ_BENCH_COLD:-1}" != 0 ]; then
+        evict $files
+        env $envs $MPI -np $np "$bin" stage quantize --run "$R" --force > "$W/qc-s$scale-$np-$var.log" 2>&1 ||
+          { echo "cold quantize on $np ranks failed"; tail "$W/qc-s$scale-$np-$var.log"; exit 1; }
+        read cs cl cu ch <<< "$(figures "$R" "$W/qc-s$scale-$np-$var.log")"
+        [ "$ch" = "$hash" ] || echo "WARNING: cold run output hash $ch != warm $hash"
+        cold=" | cold: stage ${cs} s, loop ${cl} s = $(mbs "$bytes" "$cl") MB/s; vs disk bound: stage $(frac "$bytes" "$cs" "$disk"), loop $(frac "$bytes" "$cl" "$disk")"
+      fi
+      dev=cpu
+      [ -n "$gpu" ] && dev=gpu
+      [ $var = allgpu ] && dev="gpu, every unit on the GPU"
+      split=$(grep -o "rank-seconds read [0-9.]*, quantize [0-9.]*, write+sync [0-9.]*" "$W/q-s$scale-$np-$var.log" | tail -1)
+      echo "SUMMARY scale 1/$scale ($units units, $(mbs "$bytes" 1) MB) ranks $np [$dev]: warm: stage ${ws} s = $(mbs "$bytes" "$ws") MB/s, loop ${wl} s = $(mbs "$bytes" "$wl") MB/s; vs page-cache bound: stage $(frac "$bytes" "$ws" "$pc"), loop $(frac "$bytes" "$wl" "$pc")$cold  [$split; hash $hash]"
+    done
+  done
+  if [ "$scale" = 64 ] && [ "${TQ_BENCH_BASELINE:-1}" != 0 ]; then
+    cat $files > /dev/null
+    TQ_QBATCH=0 $MPI -np 1 "$bin" stage quantize --run "$R" --force > "$W/q-s$scale-unbatched.log" 2>&1 || { echo "unbatched quantize failed"; exit 1; }
+    read ws wl units hash <<< "$(figures "$R" "$W/q-s$scale-unbatched.log")"
+    echo "BASELINE scale 1/$scale ranks 1, per-unit path (TQ_QBATCH=0): stage ${ws} s = $(mbs "$bytes" "$ws") MB/s, loop ${wl} s = $(mbs "$bytes" "$wl") MB/s; page-cache fraction stage $(frac "$bytes" "$ws" "$pc")  [hash $hash]"
+  fi
 done
 t=$(find "$build" -name test_manifest -type f -perm -u+x | head -1)
-[ -n "$t" ] && "$t" 2>/dev/null | grep "manifest at"
+[ -n "$t" ] && "$t" 2> /dev/null | grep "manifest at"
 exit 0

@@ -1,0 +1,968 @@
+/* model_gpu.c — host side of the GPU forward pass (see model_gpu.h): weight upload from a tq_wsource
+ * (fp32, bf16 or packed + dequantized per GEMM), cuBLAS GEMMs, the layer loop, the device KV cache and
+ * the MoE routing (router logits are copied to the host, where top-k runs exactly as the CPU does it).
+ * Kernels: kernels/forward_gpu.cu. Built only with CUDA; pipeline/model_gpu_stub.c otherwise. */
+#include "model_gpu.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+tq_status tq_device_parse(const char* s, tq_device* out)
+{
+    if (!s || !strcmp(s, "auto"))
+        *out = TQ_DEVICE_AUTO;
+    else if (!strcmp(s, "cpu"))
+        *out = TQ_DEVICE_CPU;
+    else if (!strcmp(s, "gpu") || !strcmp(s, "cuda"))
+        *out = TQ_DEVICE_GPU;
+    else
+        return tq_fail(TQ_ERR_ARG, "device '%s': use auto, cpu or gpu", s);
+    return TQ_OK;
+}
+
+void tq_gmodel_opts_init(tq_gmodel_opts* o)
+{
+    memset(o, 0, sizeof *o);
+    o->device = -1;
+    o->seed = 42;
+}
+
+int tq_gmodel_supports(const tq_arch* a, const tq_kv_codec* k, const tq_kv_codec* v, char* why, size_t cap)
+{
+    const char* mt = a->model_type;
+    int d = a->head_dim;
+    if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3") && strcmp(mt, "qwen3_moe")) {
+        snprintf(why, cap, "model_type '%s' runs on the CPU only (GPU: llama, mistral, qwen2, qwen3, qwen3_moe)", mt);
+        return 0;
+    }
+    if (d <= 0 || d > 256 || (d & 1)) {
+        snprintf(why, cap, "head_dim %d: the GPU attention takes even head_dim up to 256", d);
+        return 0;
+    }
+    const tq_kv_codec* c[2] = {k, v};
+    for (int i = 0; i < 2; i++) {
+        if (!c[i] || c[i]->kind != TQ_KV_TQ) continue;
+        if (c[i]->split || c[i]->qjl) {
+            snprintf(why, cap, "KV codec %s (%s) runs on the CPU only (GPU: f32, fp16, bf16, int8, tq2, tq3, tq4, +nc)",
+                     c[i]->name, i ? "values" : "keys");
+            return 0;
+        }
+        if (d & (d - 1)) {
+            snprintf(why, cap, "KV codec %s needs a power-of-two head_dim (%d)", c[i]->name, d);
+            return 0;
+        }
+    }
+    if (why && cap) why[0] = 0;
+    return 1;
+}
+
+#ifdef TQ_HAVE_CUDA
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "codec_gpu.h"   // defines: tq_quantize_gpu_dev, tq_dequantize_gpu_dev
+#include "forward_gpu.h" // defines: the kernels' launchers, tq_gkv_side
+#include "hadamard.h"    // defines: tq_mix64, tq_rot_sign
+#include "lloydmax.h"    // defines: tq_lloydmax_unit_f32
+
+#define CK(expr)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (expr);                                                                   \
+        if (e_ != cudaSuccess)                                                                     \
+            return tq_fail(TQ_ERR_CUDA, "CUDA error %s at %s:%d (%s)", cudaGetErrorString(e_), __FILE__, __LINE__, #expr); \
+    } while (0)
+
+#define CB(expr)                                                                                   \
+    do {                                                                                           \
+        cublasStatus_t s_ = (expr);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                           \
+            return tq_fail(TQ_ERR_CUDA, "cuBLAS error %d (%s) at %s:%d", (int)s_, cublasGetStatusString(s_), __FILE__, __LINE__); \
+    } while (0)
+
+int tq_gmodel_gpu_present(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n > 0;
+}
+
+int tq_gmodel_select_device(int local_rank)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n <= 0) return -1;
+    int d = (local_rank < 0 ? 0 : local_rank) % n;
+    return cudaSetDevice(d) == cudaSuccess ? d : -1;
+}
+
+typedef struct {
+    void* p;        /* device: fp32 or bf16 [rows x cols] (NULL when packed) */
+    int bf16;
+    int64_t rows, cols;
+    int packed;
+    tq_qtensor q;   /* packed: layout only (host data NULL) */
+    uint8_t* dparts[TQ_QT_MAX_PARTS];
+} gw;
+
+typedef struct {
+    float *attn_norm, *ffn_norm, *bq, *bk, *bv, *bo, *q_norm, *k_norm;
+    gw wq, wk, wv, wo, w_gate, w_up, w_down;
+    int moe;
+    gw router;      /* fp32 always: top-k must see the same logits as closely as possible */
+    gw *e_gate, *e_up, *e_down;
+} glayer;
+
+struct tq_gmodel {
+    tq_arch* arch;
+    int l0, l1;
+    glayer* layers;
+    gw embed, head;
+    int head_is_embed;
+    float* final_norm;
+    tq_rope rope;
+    float eps;
+    int nq, nkv, hd, hidden, vocab, I, E, K, mi;
+    int bf16, packed;
+    tq_codec pcodec;
+    uint64_t seed;
+    int dev;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    int blas_ok;
+    size_t bytes;
+    /* activations for up to cap tokens */
+    int cap;
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *qr, *cs, *logits;
+    uint16_t* x16;
+    int* tok;
+    float *xin, *mo, *rl, *dw;
+    int* drows;
+    size_t logits_cap;
+    void* work;
+    size_t work_cap;
+    uint16_t* wscratch;
+    size_t wscratch_cap;
+    float* hstage;
+    size_t hstage_cap;
+    float* dstage;
+    size_t dstage_cap;
+    float* hcs;
+    /* host MoE scratch */
+    float* hrl;
+    int *hsel, *hrows;
+    float *hwsel, *hw;
+};
+
+struct tq_gkv {
+    int nl;
+    tq_gkv_shape sh;
+    tq_gkv_side* side[2]; /* [nl] each */
+    int* len;
+    uint8_t* data[2];
+    uint16_t* norms[2];
+    float *sign[2], *cb[2], *bnd[2];
+    size_t vb[2], stride[2];
+    float rot_scale;
+    int dev;
+};
+
+// ------------------------------------------------------------------------------------------------
+// loading
+
+static tq_status dmalloc(void** p, size_t bytes)
+{
+    *p = NULL;
+    if (!bytes) bytes = 4;
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e != cudaSuccess) {
+        *p = NULL;
+        return tq_fail(TQ_ERR_NOMEM, "GPU out of memory allocating %zu bytes (%s): use fewer layers per rank (mpirun "
+                                     "--parallel layers), bf16 weights or a shorter context", bytes, cudaGetErrorString(e));
+    }
+    return TQ_OK;
+}
+
+static tq_status read_host(tq_gmodel* m, tq_wsource* src, const char* name, int64_t rows, int64_t cols)
+{
+    int64_t r, c;
+    TQ_FORWARD(src->shape(src->ctx, name, &r, &c));
+    TQ_RETURN_IF(r * c != rows * cols, TQ_ERR_FORMAT, "%s: tensor %s has %lld x %lld values, the config implies %lld x %lld",
+                 src->desc, name, (long long)r, (long long)c, (long long)rows, (long long)cols);
+    size_t n = (size_t)(rows * cols);
+    if (n > m->hstage_cap) {
+        free(m->hstage);
+        m->hstage = malloc(n * sizeof(float));
+        m->hstage_cap = m->hstage ? n : 0;
+        TQ_RETURN_IF(!m->hstage, TQ_ERR_NOMEM, "out of memory staging %s (%zu bytes)", name, n * sizeof(float));
+    }
+    TQ_FORWARD(src->read(src->ctx, name, m->hstage, n));
+    for (size_t i = 0; i < n; i++)
+        TQ_RETURN_IF(!isfinite(m->hstage[i]), TQ_ERR_NUMERIC, "%s: tensor %s holds NaN/Inf at element %zu", src->desc, name, i);
+    return TQ_OK;
+}
+
+static tq_status stage_dev(tq_gmodel* m, size_t n)
+{
+    if (n <= m->dstage_cap) return TQ_OK;
+    cudaFree(m->dstage);
+    m->dstage = NULL;
+    m->dstage_cap = 0;
+    TQ_FORWARD(dmalloc((void**)&m->dstage, n * sizeof(float)));
+    m->dstage_cap = n;
+    return TQ_OK;
+}
+
+/* A small fp32 vector (norm, bias) on the device. */
+static tq_status up_vec(tq_gmodel* m, tq_wsource* src, const char* name, int64_t n, float** out)
+{
+    TQ_FORWARD(read_host(m, src, name, 1, n));
+    TQ_FORWARD(dmalloc((void**)out, (size_t)n * sizeof(float)));
+    CK(cudaMemcpy(*out, m->hstage, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
+    m->bytes += (size_t)n * sizeof(float);
+    return TQ_OK;
+}
+
+/* A matrix: fp32 (force_f32 or fp32 model), bf16, or packed (linear weights of a packed model). */
+static tq_status up_w(tq_gmodel* m, tq_wsource* src, const char* name, int64_t rows, int64_t cols, int linear, int force_f32, gw* w)
+{
+    TQ_FORWARD(read_host(m, src, name, rows, cols));
+    size_t n = (size_t)(rows * cols);
+    w->rows = rows;
+    w->cols = cols;
+    if (force_f32 || (!m->bf16 && !(m->packed && linear))) {
+        TQ_FORWARD(dmalloc(&w->p, n * sizeof(float)));
+        CK(cudaMemcpy(w->p, m->hstage, n * sizeof(float), cudaMemcpyHostToDevice));
+        m->bytes += n * sizeof(float);
+        return TQ_OK;
+    }
+    TQ_FORWARD(stage_dev(m, n));
+    CK(cudaMemcpy(m->dstage, m->hstage, n * sizeof(float), cudaMemcpyHostToDevice));
+    if (m->packed && linear) {
+        w->packed = 1;
+        TQ_FORWARD(tq_qtensor_layout(&w->q, &m->pcodec, rows, cols, tq_tensor_seed(m->seed, name)));
+        for (int i = 0; i < w->q.nparts; i++) {
+            TQ_FORWARD(dmalloc((void**)&w->dparts[i], w->q.part[i].bytes));
+            m->bytes += w->q.part[i].bytes;
+        }
+        TQ_FORWARD(tq_quantize_gpu_dev(m->st, m->dstage, TQ_F32, &w->q, w->dparts, name, 1));
+        if (n > m->wscratch_cap) {
+            cudaFree(m->wscratch);
+            m->wscratch = NULL;
+            m->wscratch_cap = 0;
+            TQ_FORWARD(dmalloc((void**)&m->wscratch, n * sizeof(uint16_t)));
+            m->wscratch_cap = n;
+        }
+        return TQ_OK;
+    }
+    w->bf16 = 1;
+    TQ_FORWARD(dmalloc(&w->p, n * sizeof(uint16_t)));
+    TQ_FORWARD(tq_fwd_to_bf16_cuda(m->st, (uint16_t*)w->p, m->dstage, (int64_t)n));
+    CK(cudaStreamSynchronize(m->st));
+    m->bytes += n * sizeof(uint16_t);
+    return TQ_OK;
+}
+
+static void free_gw(gw* w)
+{
+    if (w->p) cudaFree(w->p);
+    for (int i = 0; i < TQ_QT_MAX_PARTS; i++)
+        if (w->dparts[i]) cudaFree(w->dparts[i]);
+    memset(w, 0, sizeof *w);
+}
+
+static void free_glayer(glayer* L, int E)
+{
+    float* v[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo, L->q_norm, L->k_norm};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+        if (v[i]) cudaFree(v[i]);
+    free_gw(&L->wq);
+    free_gw(&L->wk);
+    free_gw(&L->wv);
+    free_gw(&L->wo);
+    free_gw(&L->w_gate);
+    free_gw(&L->w_up);
+    free_gw(&L->w_down);
+    free_gw(&L->router);
+    for (int e = 0; e < E; e++) {
+        if (L->e_gate) free_gw(&L->e_gate[e]);
+        if (L->e_up) free_gw(&L->e_up[e]);
+        if (L->e_down) free_gw(&L->e_down[e]);
+    }
+    free(L->e_gate);
+    free(L->e_up);
+    free(L->e_down);
+}
+
+static tq_status load_glayer(tq_gmodel* m, tq_wsource* src, int l, glayer* L)
+{
+    const tq_arch* a = m->arch;
+    char n[TQ_MAX_NAME + 64];
+    const char* p = a->prefix;
+    int64_t h = m->hidden, qd = (int64_t)m->nq * m->hd, kd = (int64_t)m->nkv * m->hd;
+#define NM(suffix) snprintf(n, sizeof n, "%slayers.%d.%s", p, l, suffix)
+    NM("input_layernorm.weight");
+    TQ_FORWARD(up_vec(m, src, n, h, &L->attn_norm));
+    NM("post_attention_layernorm.weight");
+    TQ_FORWARD(up_vec(m, src, n, h, &L->ffn_norm));
+    NM("self_attn.q_proj.weight");
+    TQ_FORWARD(up_w(m, src, n, qd, h, 1, 0, &L->wq));
+    NM("self_attn.k_proj.weight");
+    TQ_FORWARD(up_w(m, src, n, kd, h, 1, 0, &L->wk));
+    NM("self_attn.v_proj.weight");
+    TQ_FORWARD(up_w(m, src, n, kd, h, 1, 0, &L->wv));
+    NM("self_attn.o_proj.weight");
+    TQ_FORWARD(up_w(m, src, n, h, qd, 1, 0, &L->wo));
+    NM("self_attn.q_proj.bias");
+    if (a->attn_bias || src->has(src->ctx, n)) {
+        TQ_FORWARD(up_vec(m, src, n, qd, &L->bq));
+        NM("self_attn.k_proj.bias");
+        TQ_FORWARD(up_vec(m, src, n, kd, &L->bk));
+        NM("self_attn.v_proj.bias");
+        TQ_FORWARD(up_vec(m, src, n, kd, &L->bv));
+    }
+    NM("self_attn.o_proj.bias");
+    if (src->has(src->ctx, n)) TQ_FORWARD(up_vec(m, src, n, h, &L->bo));
+    NM("self_attn.q_norm.weight");
+    if (a->qk_norm || src->has(src->ctx, n)) {
+        TQ_FORWARD(up_vec(m, src, n, m->hd, &L->q_norm));
+        NM("self_attn.k_norm.weight");
+        TQ_FORWARD(up_vec(m, src, n, m->hd, &L->k_norm));
+    }
+    NM("mlp.gate.weight");
+    if (a->n_experts > 0 && src->has(src->ctx, n)) {
+        L->moe = 1;
+        int64_t E = a->n_experts, mi = a->moe_intermediate;
+        TQ_FORWARD(up_w(m, src, n, E, h, 0, 1, &L->router));
+        NM("mlp.shared_expert_gate.weight");
+        TQ_RETURN_IF(src->has(src->ctx, n), TQ_ERR_UNSUPPORTED, "%s: shared experts run on the CPU only (--device cpu)", src->desc);
+        NM("mlp.experts.gate_up_proj");
+        TQ_RETURN_IF(src->has(src->ctx, n), TQ_ERR_UNSUPPORTED, "%s: fused 3-D experts run on the CPU only (--device cpu)", src->desc);
+        L->e_gate = calloc((size_t)E, sizeof(gw));
+        L->e_up = calloc((size_t)E, sizeof(gw));
+        L->e_down = calloc((size_t)E, sizeof(gw));
+        TQ_RETURN_IF(!L->e_gate || !L->e_up || !L->e_down, TQ_ERR_NOMEM, "out of memory");
+        for (int e = 0; e < E; e++) {
+            char suf[96];
+            snprintf(suf, sizeof suf, "mlp.experts.%d.gate_proj.weight", e);
+            NM(suf);
+            TQ_FORWARD(up_w(m, src, n, mi, h, 1, 0, &L->e_gate[e]));
+            snprintf(suf, sizeof suf, "mlp.experts.%d.up_proj.weight", e);
+            NM(suf);
+            TQ_FORWARD(up_w(m, src, n, mi, h, 1, 0, &L->e_up[e]));
+            snprintf(suf, sizeof suf, "mlp.experts.%d.down_proj.weight", e);
+            NM(suf);
+            TQ_FORWARD(up_w(m, src, n, h, mi, 1, 0, &L->e_down[e]));
+        }
+    } else {
+        int64_t I = a->intermediate;
+        NM("mlp.gate_proj.weight");
+        TQ_FORWARD(up_w(m, src, n, I, h, 1, 0, &L->w_gate));
+        NM("mlp.up_proj.weight");
+        TQ_FORWARD(up_w(m, src, n, I, h, 1, 0, &L->w_up));
+        NM("mlp.down_proj.weight");
+        TQ_FORWARD(up_w(m, src, n, h, I, 1, 0, &L->w_down));
+    }
+#undef NM
+    return TQ_OK;
+}
+
+tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* o, tq_gmodel** out)
+{
+    *out = NULL;
+    tq_gmodel_opts def;
+    if (!o) {
+        tq_gmodel_opts_init(&def);
+        o = &def;
+    }
+    TQ_RETURN_IF(!tq_gmodel_gpu_present(), TQ_ERR_NOGPU, "no GPU visible: run with --device cpu");
+    const char* cfg = src->config_json(src->ctx);
+    TQ_RETURN_IF(!cfg || !cfg[0], TQ_ERR_FORMAT, "%s: no config.json", src->desc);
+    tq_arch* a = NULL;
+    TQ_FORWARD(tq_arch_from_json(cfg, &a));
+    tq_status rc = TQ_OK;
+    tq_gmodel* m = calloc(1, sizeof *m);
+    if (!m) {
+        tq_arch_free(&a);
+        return tq_fail(TQ_ERR_NOMEM, "out of memory");
+    }
+    m->arch = a;
+    char why[256];
+    TQ_GOTO_FAIL(!tq_gmodel_supports(a, NULL, NULL, why, sizeof why), TQ_ERR_UNSUPPORTED, fail, "%s: %s", src->desc, why);
+    if (l1 < 0) l1 = a->n_layers;
+    TQ_GOTO_FAIL(l0 < 0 || l1 > a->n_layers || l0 > l1, TQ_ERR_ARG, fail, "layer range [%d, %d) outside 0..%d", l0, l1,
+                 a->n_layers);
+    m->l0 = l0;
+    m->l1 = l1;
+    m->nq = a->n_heads;
+    m->nkv = a->n_kv_heads;
+    m->hd = a->head_dim;
+    m->hidden = a->hidden;
+    m->vocab = a->vocab;
+    m->I = a->intermediate > 0 ? a->intermediate : 1;
+    m->E = a->n_experts;
+    m->K = a->top_k;
+    m->mi = a->moe_intermediate > 0 ? a->moe_intermediate : 1;
+    m->eps = (float)a->rms_eps;
+    m->bf16 = o->bf16;
+    m->seed = o->seed;
+    TQ_GOTO_FAIL(m->nq <= 0 || m->nkv <= 0 || m->nq % m->nkv || m->hd <= 0, TQ_ERR_FORMAT, fail,
+                 "%s: bad head configuration (%d heads, %d kv heads, head_dim %d)", src->desc, m->nq, m->nkv, m->hd);
+    TQ_GOTO_FAIL(m->E > 0 && (m->K <= 0 || m->K > m->E), TQ_ERR_FORMAT, fail, "MoE config: top_k %d with %d experts", m->K, m->E);
+    if (o->packed && o->packed[0]) {
+        TQ_CHECK_GOTO(tq_codec_parse(o->packed, o->group, &m->pcodec), fail);
+        m->packed = 1;
+    }
+    TQ_CHECK_GOTO(tq_model_rope(cfg, a, &m->rope), fail);
+    if (o->device >= 0) {
+        cudaError_t e = cudaSetDevice(o->device);
+        TQ_GOTO_FAIL(e != cudaSuccess, TQ_ERR_CUDA, fail, "cudaSetDevice(%d): %s", o->device, cudaGetErrorString(e));
+    }
+    {
+        cudaError_t e = cudaGetDevice(&m->dev);
+        if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&m->st, cudaStreamNonBlocking);
+        TQ_GOTO_FAIL(e != cudaSuccess, TQ_ERR_CUDA, fail, "CUDA stream: %s", cudaGetErrorString(e));
+        cublasStatus_t s = cublasCreate(&m->blas);
+        TQ_GOTO_FAIL(s != CUBLAS_STATUS_SUCCESS, TQ_ERR_CUDA, fail, "cuBLAS init failed (%d)", (int)s);
+        m->blas_ok = 1;
+        cublasSetStream(m->blas, m->st);
+        cublasSetMathMode(m->blas, CUBLAS_DEFAULT_MATH); /* fp32 GEMMs stay fp32 (no TF32) */
+    }
+    m->layers = calloc((size_t)(l1 - l0 > 0 ? l1 - l0 : 1), sizeof(glayer));
+    TQ_GOTO_FAIL(!m->layers, TQ_ERR_NOMEM, fail, "out of memory");
+    for (int l = l0; l < l1; l++) TQ_CHECK_GOTO(load_glayer(m, src, l, &m->layers[l - l0]), fail);
+    {
+        char n[TQ_MAX_NAME + 64];
+        snprintf(n, sizeof n, "%sembed_tokens.weight", a->prefix);
+        int last = l1 == a->n_layers;
+        int tied = a->tied_embeddings || !src->has(src->ctx, "lm_head.weight");
+        if (l0 == 0 || (last && tied)) TQ_CHECK_GOTO(up_w(m, src, n, a->vocab, a->hidden, 0, 0, &m->embed), fail);
+        if (last) {
+            snprintf(n, sizeof n, "%snorm.weight", a->prefix);
+            TQ_CHECK_GOTO(up_vec(m, src, n, a->hidden, &m->final_norm), fail);
+            if (!tied)
+                TQ_CHECK_GOTO(up_w(m, src, "lm_head.weight", a->vocab, a->hidden, 0, 0, &m->head), fail);
+            else
+                m->head_is_embed = 1;
+        }
+    }
+    free(m->hstage); /* loading done: no host copy of any weight stays */
+    m->hstage = NULL;
+    m->hstage_cap = 0;
+    cudaFree(m->dstage);
+    m->dstage = NULL;
+    m->dstage_cap = 0;
+    *out = m;
+    return TQ_OK;
+fail:
+    tq_gmodel_free(&m);
+    return rc;
+}
+
+static void free_act(tq_gmodel* m)
+{
+    void* p[] = {m->x, m->xb, m->q, m->k, m->v, m->att, m->hb, m->hb2, m->qr, m->cs, m->x16, m->tok, m->xin, m->mo, m->rl,
+                 m->dw, m->drows};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        if (p[i]) cudaFree(p[i]);
+    m->x = m->xb = m->q = m->k = m->v = m->att = m->hb = m->hb2 = m->qr = m->cs = m->xin = m->mo = m->rl = m->dw = NULL;
+    m->x16 = NULL;
+    m->tok = m->drows = NULL;
+    free(m->hcs);
+    free(m->hrl);
+    free(m->hsel);
+    free(m->hrows);
+    free(m->hwsel);
+    free(m->hw);
+    m->hcs = m->hrl = m->hwsel = m->hw = NULL;
+    m->hsel = m->hrows = NULL;
+    m->cap = 0;
+}
+
+void tq_gmodel_free(tq_gmodel** pm)
+{
+    if (!pm || !*pm) return;
+    tq_gmodel* m = *pm;
+    if (m->st) cudaStreamSynchronize(m->st);
+    if (m->layers)
+        for (int l = m->l0; l < m->l1; l++) free_glayer(&m->layers[l - m->l0], m->E);
+    free(m->layers);
+    free_gw(&m->embed);
+    free_gw(&m->head);
+    if (m->final_norm) cudaFree(m->final_norm);
+    free_act(m);
+    if (m->logits) cudaFree(m->logits);
+    if (m->work) cudaFree(m->work);
+    if (m->wscratch) cudaFree(m->wscratch);
+    if (m->dstage) cudaFree(m->dstage);
+    free(m->hstage);
+    if (m->blas_ok) cublasDestroy(m->blas);
+    if (m->st) cudaStreamDestroy(m->st);
+    tq_arch_free(&m->arch);
+    free(m);
+    *pm = NULL;
+}
+
+int tq_gmodel_hidden(const tq_gmodel* m)
+{
+    return m->hidden;
+}
+int tq_gmodel_vocab(const tq_gmodel* m)
+{
+    return m->vocab;
+}
+size_t tq_gmodel_weight_bytes(const tq_gmodel* m)
+{
+    return m->bytes;
+}
+int tq_gmodel_device(const tq_gmodel* m)
+{
+    return m->dev;
+}
+void* tq_gmodel_stream(const tq_gmodel* m)
+{
+    return (void*)m->st;
+}
+
+// ------------------------------------------------------------------------------------------------
+// activations
+
+tq_status tq_gmodel_reserve(tq_gmodel* m, int T)
+{
+    if (T <= m->cap) return TQ_OK;
+    CK(cudaStreamSynchronize(m->st));
+    free_act(m);
+    int cap = T < 16 ? 16 : T;
+    size_t h = (size_t)m->hidden, qd = (size_t)m->nq * m->hd, kd = (size_t)m->nkv * m->hd;
+    size_t I = (size_t)m->I, mi = (size_t)m->mi;
+    size_t wmax = h;
+    if (qd > wmax) wmax = qd;
+    if (I > wmax) wmax = I;
+    if (mi > wmax) wmax = mi;
+    TQ_FORWARD(dmalloc((void**)&m->x, cap * h * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->xb, cap * h * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->q, cap * qd * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->qr, cap * qd * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->k, cap * kd * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->v, cap * kd * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->att, cap * qd * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->hb, cap * (m->E > 0 ? (I > mi ? I : mi) : I) * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->hb2, cap * (m->E > 0 ? (I > mi ? I : mi) : I) * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->cs, cap * (size_t)(m->rope.rot_dim > 0 ? m->rope.rot_dim : 2) * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->x16, (cap * wmax + 2) * sizeof(uint16_t)));
+    TQ_FORWARD(dmalloc((void**)&m->tok, cap * sizeof(int)));
+    m->hcs = malloc(cap * (size_t)(m->rope.rot_dim > 0 ? m->rope.rot_dim : 2) * sizeof(float));
+    TQ_RETURN_IF(!m->hcs, TQ_ERR_NOMEM, "out of memory");
+    if (m->E > 0) {
+        size_t E = (size_t)m->E, K = (size_t)m->K;
+        TQ_FORWARD(dmalloc((void**)&m->xin, cap * h * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->mo, cap * h * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->rl, cap * E * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->dw, cap * K * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->drows, cap * K * sizeof(int)));
+        m->hrl = malloc(cap * E * sizeof(float));
+        m->hsel = malloc(cap * K * sizeof(int));
+        m->hwsel = malloc(cap * K * sizeof(float));
+        m->hrows = malloc(cap * K * sizeof(int));
+        m->hw = malloc(cap * K * sizeof(float));
+        TQ_RETURN_IF(!m->hrl || !m->hsel || !m->hwsel || !m->hrows || !m->hw, TQ_ERR_NOMEM, "out of memory");
+    }
+    m->cap = cap;
+    return TQ_OK;
+}
+
+float* tq_gmodel_x_dev(tq_gmodel* m)
+{
+    return m->x;
+}
+
+tq_status tq_gmodel_x_get(tq_gmodel* m, float* host, int T)
+{
+    CK(cudaMemcpyAsync(host, m->x, (size_t)T * m->hidden * sizeof(float), cudaMemcpyDeviceToHost, m->st));
+    CK(cudaStreamSynchronize(m->st));
+    return TQ_OK;
+}
+
+tq_status tq_gmodel_x_set(tq_gmodel* m, const float* host, int T)
+{
+    TQ_FORWARD(tq_gmodel_reserve(m, T));
+    CK(cudaMemcpyAsync(m->x, host, (size_t)T * m->hidden * sizeof(float), cudaMemcpyHostToDevice, m->st));
+    CK(cudaStreamSynchronize(m->st));
+    return TQ_OK;
+}
+
+tq_status tq_gmodel_sync(tq_gmodel* m)
+{
+    CK(cudaStreamSynchronize(m->st));
+    return TQ_OK;
+}
+
+// ------------------------------------------------------------------------------------------------
+// forward
+
+/* bf16 copy of x [n] in m->x16 when some weight needs it (bf16 or packed model); NULL otherwise. */
+static tq_status cast_in(tq_gmodel* m, const float* x, int64_t n, const uint16_t** out)
+{
+    *out = NULL;
+    if (!m->bf16 && !m->packed) return TQ_OK;
+    TQ_FORWARD(tq_fwd_to_bf16_cuda(m->st, m->x16, x, n));
+    *out = m->x16;
+    return TQ_OK;
+}
+
+/* y [T x rows] = beta * y + x [T x cols] · Wᵀ. */
+static tq_status gemm(tq_gmodel* m, float* y, const float* x, const uint16_t* x16, const gw* w, int T, float beta)
+{
+    const void* A = w->p;
+    int bf = w->bf16;
+    if (w->packed) {
+        TQ_FORWARD(tq_dequantize_gpu_dev(m->st, &w->q, (const uint8_t* const*)w->dparts, 0, w->rows, m->wscratch, TQ_BF16, 0));
+        A = m->wscratch;
+        bf = 1;
+    }
+    const float alpha = 1.0f;
+    const void* B = bf ? (const void*)x16 : (const void*)x;
+    TQ_RETURN_IF(bf && !x16, TQ_ERR_ARG, "internal: bf16 GEMM without a bf16 input");
+    cudaDataType t = bf ? CUDA_R_16BF : CUDA_R_32F;
+    CB(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, T, (int)w->cols, &alpha, A, t, (int)w->cols, B, t,
+                    (int)w->cols, &beta, y, CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return TQ_OK;
+}
+
+tq_status tq_gmodel_embed(tq_gmodel* m, const int* tokens, int T)
+{
+    TQ_RETURN_IF(!m->embed.p || m->l0 != 0, TQ_ERR_ARG, "embedding asked of a model part without layer 0");
+    for (int t = 0; t < T; t++)
+        TQ_RETURN_IF(tokens[t] < 0 || tokens[t] >= m->vocab, TQ_ERR_ARG,
+                     "token %d at index %d is outside the vocabulary (0..%d): wrong token file for this model?", tokens[t], t,
+                     m->vocab - 1);
+    TQ_FORWARD(tq_gmodel_reserve(m, T));
+    CK(cudaMemcpyAsync(m->tok, tokens, (size_t)T * sizeof(int), cudaMemcpyHostToDevice, m->st));
+    return tq_fwd_embed_cuda(m->st, m->x, m->embed.p, m->embed.bf16, m->tok, T, m->hidden);
+}
+
+/* Router on the host (same top-k and weights as the CPU's moe_ffn), experts on the device. */
+static tq_status moe_ffn(tq_gmodel* m, const glayer* L, int T, const float* xb)
+{
+    const int E = m->E, K = m->K, h = m->hidden, mi = m->mi;
+    TQ_FORWARD(gemm(m, m->rl, xb, NULL, &L->router, T, 0.0f));
+    CK(cudaMemcpyAsync(m->hrl, m->rl, (size_t)T * E * sizeof(float), cudaMemcpyDeviceToHost, m->st));
+    CK(cudaStreamSynchronize(m->st));
+    for (int t = 0; t < T; t++) {
+        float* lg = m->hrl + (size_t)t * E;
+        tq_softmax_ref(lg, E);
+        float sum = 0;
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < E; e++) {
+                int taken = 0;
+                for (int j = 0; j < k; j++) taken |= m->hsel[t * K + j] == e;
+                if (!taken && (best < 0 || lg[e] > lg[best])) best = e;
+            }
+            m->hsel[t * K + k] = best;
+            m->hwsel[t * K + k] = lg[best];
+            sum += lg[best];
+        }
+        if (m->arch->norm_topk_prob)
+            for (int k = 0; k < K; k++) m->hwsel[t * K + k] /= sum;
+    }
+    /* rows grouped per expert: one upload */
+    int* start = calloc((size_t)E + 1, sizeof(int));
+    TQ_RETURN_IF(!start, TQ_ERR_NOMEM, "out of memory (MoE)");
+    int n = 0;
+    for (int e = 0; e < E; e++) {
+        start[e] = n;
+        for (int t = 0; t < T; t++)
+            for (int k = 0; k < K; k++)
+                if (m->hsel[t * K + k] == e) {
+                    m->hrows[n] = t;
+                    m->hw[n] = m->hwsel[t * K + k];
+                    n++;
+                }
+    }
+    start[E] = n;
+    tq_status rc = TQ_OK;
+    cudaError_t ce = cudaMemcpyAsync(m->drows, m->hrows, (size_t)n * sizeof(int), cudaMemcpyHostToDevice, m->st);
+    if (ce == cudaSuccess) ce = cudaMemcpyAsync(m->dw, m->hw, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, m->st);
+    if (ce != cudaSuccess) rc = tq_fail(TQ_ERR_CUDA, "CUDA copy (MoE routing): %s", cudaGetErrorString(ce));
+    for (int e = 0; e < E && rc == TQ_OK; e++) {
+        int ne = start[e + 1] - start[e];
+        if (!ne) continue;
+        const uint16_t* x16 = NULL;
+        rc = tq_fwd_gather_rows_cuda(m->st, m->xin, xb, m->drows + start[e], ne, h);
+        if (rc == TQ_OK) rc = cast_in(m, m->xin, (int64_t)ne * h, &x16);
+        if (rc == TQ_OK) rc = gemm(m, m->hb, m->xin, x16, &L->e_gate[e], ne, 0.0f);
+        if (rc == TQ_OK) rc = gemm(m, m->hb2, m->xin, x16, &L->e_up[e], ne, 0.0f);
+        if (rc == TQ_OK) rc = tq_fwd_swiglu_cuda(m->st, m->hb, m->hb2, (int64_t)ne * mi);
+        if (rc == TQ_OK) rc = cast_in(m, m->hb, (int64_t)ne * mi, &x16);
+        if (rc == TQ_OK) rc = gemm(m, m->mo, m->hb, x16, &L->e_down[e], ne, 0.0f);
+        if (rc == TQ_OK) rc = tq_fwd_scatter_add_cuda(m->st, m->x, m->mo, m->drows + start[e], m->dw + start[e], ne, h);
+    }
+    /* hrows / hw are read by the pending copies: wait before the next layer may overwrite them */
+    ce = cudaStreamSynchronize(m->st);
+    if (rc == TQ_OK && ce != cudaSuccess) rc = tq_fail(TQ_ERR_CUDA, "CUDA (MoE): %s", cudaGetErrorString(ce));
+    free(start);
+    return rc;
+}
+
+tq_status tq_gmodel_layers(tq_gmodel* m, tq_gkv* kv, int T, int pos0)
+{
+    if (m->l1 == m->l0 || T <= 0) return TQ_OK;
+    TQ_FORWARD(tq_gmodel_reserve(m, T));
+    TQ_RETURN_IF(kv->nl != m->l1 - m->l0, TQ_ERR_ARG, "GPU KV cache holds %d layers, the model part %d", kv->nl, m->l1 - m->l0);
+    const int h = m->hidden, hd = m->hd, nq = m->nq, nkv = m->nkv, qd = nq * hd, kd = nkv * hd, I = m->I;
+    const int half = m->rope.rot_dim / 2;
+    for (int t = 0; t < T; t++) /* cos / sin exactly as tq_rope_apply_ref computes them */
+        for (int i = 0; i < half; i++) {
+            float val = (float)(pos0 + t) * m->rope.inv_freq[i];
+            m->hcs[((size_t)t * half + i) * 2] = cosf(val);
+            m->hcs[((size_t)t * half + i) * 2 + 1] = sinf(val);
+        }
+    if (half > 0) CK(cudaMemcpyAsync(m->cs, m->hcs, (size_t)T * half * 2 * sizeof(float), cudaMemcpyHostToDevice, m->st));
+    size_t need = tq_fwd_attend_work_bytes(&kv->sh, T, pos0 + T);
+    if (need > m->work_cap) {
+        CK(cudaStreamSynchronize(m->st));
+        if (m->work) cudaFree(m->work);
+        m->work = NULL;
+        m->work_cap = 0;
+        TQ_FORWARD(dmalloc(&m->work, need));
+        m->work_cap = need;
+    }
+    const float scale = 1.0f / sqrtf((float)hd);
+    const uint16_t* x16 = NULL;
+    for (int l = m->l0; l < m->l1; l++) {
+        const glayer* L = &m->layers[l - m->l0];
+        int ll = l - m->l0;
+        TQ_RETURN_IF(kv->len[ll] != pos0, TQ_ERR_ARG, "GPU KV cache of layer %d holds %d tokens but the batch starts at position %d",
+                     l, kv->len[ll], pos0);
+        TQ_RETURN_IF(pos0 + T > kv->sh.max_tokens, TQ_ERR_ARG,
+                     "GPU KV cache: %d + %d tokens exceed the cache size %d (raise the context)", pos0, T, kv->sh.max_tokens);
+        TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->xb, m->x, L->attn_norm, T, h, m->eps));
+        TQ_FORWARD(cast_in(m, m->xb, (int64_t)T * h, &x16));
+        TQ_FORWARD(gemm(m, m->q, m->xb, x16, &L->wq, T, 0.0f));
+        TQ_FORWARD(gemm(m, m->k, m->xb, x16, &L->wk, T, 0.0f));
+        TQ_FORWARD(gemm(m, m->v, m->xb, x16, &L->wv, T, 0.0f));
+        if (L->bq) {
+            TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->q, L->bq, T, qd));
+            TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->k, L->bk, T, kd));
+            TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->v, L->bv, T, kd));
+        }
+        if (L->q_norm) {
+            TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->q, m->q, L->q_norm, (int64_t)T * nq, hd, m->eps));
+            TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->k, m->k, L->k_norm, (int64_t)T * nkv, hd, m->eps));
+        }
+        TQ_FORWARD(tq_fwd_rope_cuda(m->st, m->q, m->cs, T, nq, hd, m->rope.rot_dim));
+        TQ_FORWARD(tq_fwd_rope_cuda(m->st, m->k, m->cs, T, nkv, hd, m->rope.rot_dim));
+        TQ_FORWARD(tq_fwd_kv_append_cuda(m->st, &kv->side[0][ll], &kv->sh, m->k, T, pos0, kv->rot_scale));
+        TQ_FORWARD(tq_fwd_kv_append_cuda(m->st, &kv->side[1][ll], &kv->sh, m->v, T, pos0, kv->rot_scale));
+        kv->len[ll] += T;
+        const float* qin = m->q;
+        if (kv->side[0][ll].kind == TQ_GKV_TQ) {
+            TQ_FORWARD(tq_fwd_rotate_q_cuda(m->st, m->qr, m->q, &kv->side[0][ll], &kv->sh, T, kv->rot_scale));
+            qin = m->qr;
+        }
+        TQ_FORWARD(tq_fwd_attend_cuda(m->st, m->att, qin, &kv->side[0][ll], &kv->side[1][ll], &kv->sh, T, pos0, scale,
+                                      kv->rot_scale, m->work));
+        TQ_FORWARD(cast_in(m, m->att, (int64_t)T * qd, &x16));
+        TQ_FORWARD(gemm(m, m->x, m->att, x16, &L->wo, T, 1.0f)); /* residual: x += att · Woᵀ */
+        if (L->bo) TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->x, L->bo, T, h));
+        TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->xb, m->x, L->ffn_norm, T, h, m->eps));
+        if (L->moe) {
+            TQ_FORWARD(moe_ffn(m, L, T, m->xb));
+        } else {
+            TQ_FORWARD(cast_in(m, m->xb, (int64_t)T * h, &x16));
+            TQ_FORWARD(gemm(m, m->hb, m->xb, x16, &L->w_gate, T, 0.0f));
+            TQ_FORWARD(gemm(m, m->hb2, m->xb, x16, &L->w_up, T, 0.0f));
+            TQ_FORWARD(tq_fwd_swiglu_cuda(m->st, m->hb, m->hb2, (int64_t)T * I));
+            TQ_FORWARD(cast_in(m, m->hb, (int64_t)T * I, &x16));
+            TQ_FORWARD(gemm(m, m->x, m->hb, x16, &L->w_down, T, 1.0f));
+        }
+    }
+    return TQ_OK;
+}
+
+tq_status tq_gmodel_head(tq_gmodel* m, int T, float* logits)
+{
+    TQ_RETURN_IF(!m->final_norm, TQ_ERR_ARG, "output head asked of a model part without the last layer");
+    const gw* hw = m->head_is_embed ? &m->embed : &m->head;
+    size_t need = (size_t)T * m->vocab;
+    if (need > m->logits_cap) {
+        CK(cudaStreamSynchronize(m->st));
+        if (m->logits) cudaFree(m->logits);
+        m->logits = NULL;
+        m->logits_cap = 0;
+        TQ_FORWARD(dmalloc((void**)&m->logits, need * sizeof(float)));
+        m->logits_cap = need;
+    }
+    TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->x, m->x, m->final_norm, T, m->hidden, m->eps));
+    const uint16_t* x16 = NULL;
+    if (hw->bf16) {
+        TQ_FORWARD(tq_fwd_to_bf16_cuda(m->st, m->x16, m->x, (int64_t)T * m->hidden));
+        x16 = m->x16;
+    }
+    TQ_FORWARD(gemm(m, m->logits, m->x, x16, hw, T, 0.0f));
+    CK(cudaMemcpyAsync(logits, m->logits, need * sizeof(float), cudaMemcpyDeviceToHost, m->st));
+    CK(cudaStreamSynchronize(m->st));
+    return TQ_OK;
+}
+
+tq_status tq_gmodel_forward(tq_gmodel* m, tq_gkv* kv, const int* tokens, int T, int pos0, float* logits)
+{
+    TQ_FORWARD(tq_gmodel_embed(m, tokens, T));
+    TQ_FORWARD(tq_gmodel_layers(m, kv, T, pos0));
+    return tq_gmodel_head(m, T, logits);
+}
+
+// ------------------------------------------------------------------------------------------------
+// KV cache
+
+/* Must stay equal to key4() of kernels/kvcache_ref.c: the rotation signs of (K/V, global layer, head). */
+static uint64_t kv_key4(uint64_t seed, uint64_t a, uint64_t b, uint64_t c)
+{
+    return tq_mix64(tq_mix64(tq_mix64(seed ^ 0x6b76636163686521ull) ^ a) ^ (b << 20) ^ c);
+}
+
+static int gkv_kind(const tq_kv_codec* c)
+{
+    switch (c->kind) {
+    case TQ_KV_F32: return TQ_GKV_F32;
+    case TQ_KV_FP16: return TQ_GKV_FP16;
+    case TQ_KV_BF16: return TQ_GKV_BF16;
+    case TQ_KV_INT8: return TQ_GKV_INT8;
+    default: return TQ_GKV_TQ;
+    }
+}
+
+static size_t round4(size_t n)
+{
+    return (n + 3) & ~(size_t)3;
+}
+
+tq_status tq_gmodel_kv_create(const tq_gmodel* m, const tq_kv_codec* kc, const tq_kv_codec* vc, int max_tokens, uint64_t seed,
+                              tq_gkv** out)
+{
+    *out = NULL;
+    char why[256];
+    TQ_RETURN_IF(!tq_gmodel_supports(m->arch, kc, vc, why, sizeof why), TQ_ERR_UNSUPPORTED, "GPU KV cache: %s", why);
+    TQ_RETURN_IF(max_tokens <= 0, TQ_ERR_ARG, "GPU KV cache: %d tokens", max_tokens);
+    tq_gkv* k = calloc(1, sizeof *k);
+    TQ_RETURN_IF(!k, TQ_ERR_NOMEM, "out of memory");
+    tq_status rc = TQ_OK;
+    const int nl = m->l1 - m->l0, d = m->hd, nkv = m->nkv;
+    k->nl = nl;
+    k->dev = m->dev;
+    k->sh.nkv = nkv;
+    k->sh.nh = m->nq;
+    k->sh.d = d;
+    k->sh.max_tokens = max_tokens;
+    k->rot_scale = 1.0f / sqrtf((float)d);
+    k->len = calloc((size_t)(nl > 0 ? nl : 1), sizeof(int));
+    TQ_GOTO_FAIL(!k->len, TQ_ERR_NOMEM, fail, "out of memory");
+    const tq_kv_codec* cs[2] = {kc, vc};
+    for (int w = 0; w < 2; w++) {
+        const tq_kv_codec* c = cs[w];
+        int kind = gkv_kind(c);
+        size_t stride = kind == TQ_GKV_F32 ? 4 * (size_t)d : kind == TQ_GKV_INT8 ? round4((size_t)d)
+                      : kind == TQ_GKV_TQ ? round4(((size_t)d * c->bits + 7) / 8) : 2 * (size_t)d;
+        k->stride[w] = stride;
+        k->vb[w] = tq_kv_vec_bytes(c, d);
+        size_t nvec = (size_t)(nl > 0 ? nl : 1) * nkv * max_tokens;
+        TQ_CHECK_GOTO(dmalloc((void**)&k->data[w], nvec * stride), fail);
+        if (kind == TQ_GKV_INT8 || kind == TQ_GKV_TQ) TQ_CHECK_GOTO(dmalloc((void**)&k->norms[w], nvec * sizeof(uint16_t)), fail);
+        k->side[w] = calloc((size_t)(nl > 0 ? nl : 1), sizeof(tq_gkv_side));
+        TQ_GOTO_FAIL(!k->side[w], TQ_ERR_NOMEM, fail, "out of memory");
+        if (kind == TQ_GKV_TQ) {
+            float cb[16], bnd[16];
+            int nc = 1 << c->bits;
+            TQ_CHECK_GOTO(tq_lloydmax_unit_f32(TQ_LAW_BETA, d, c->bits, cb), fail);
+            for (int i = 0; i + 1 < nc; i++) bnd[i] = 0.5f * (cb[i] + cb[i + 1]);
+            TQ_CHECK_GOTO(dmalloc((void**)&k->cb[w], sizeof cb), fail);
+            TQ_CHECK_GOTO(dmalloc((void**)&k->bnd[w], sizeof bnd), fail);
+            cudaMemcpy(k->cb[w], cb, sizeof cb, cudaMemcpyHostToDevice);
+            cudaMemcpy(k->bnd[w], bnd, sizeof bnd, cudaMemcpyHostToDevice);
+            size_t ns = (size_t)(nl > 0 ? nl : 1) * nkv * d;
+            float* hs = malloc(ns * sizeof(float));
+            TQ_GOTO_FAIL(!hs, TQ_ERR_NOMEM, fail, "out of memory");
+            for (int l = 0; l < nl; l++)
+                for (int hh = 0; hh < nkv; hh++)
+                    for (int j = 0; j < d; j++)
+                        hs[((size_t)l * nkv + hh) * d + j] =
+                            tq_rot_sign(kv_key4(seed, (uint64_t)w, (uint64_t)(m->l0 + l), (uint64_t)hh), j);
+            rc = dmalloc((void**)&k->sign[w], ns * sizeof(float));
+            if (rc == TQ_OK && cudaMemcpy(k->sign[w], hs, ns * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess)
+                rc = tq_fail(TQ_ERR_CUDA, "CUDA copy (KV signs) failed");
+            free(hs);
+            if (rc != TQ_OK) goto fail;
+        }
+        for (int l = 0; l < nl; l++) {
+            tq_gkv_side* s = &k->side[w][l];
+            s->kind = kind;
+            s->bits = c->bits;
+            s->norm_fix = c->norm_fix;
+            s->stride = (int)stride;
+            s->data = k->data[w] + (size_t)l * nkv * max_tokens * stride;
+            s->norms = k->norms[w] ? k->norms[w] + (size_t)l * nkv * max_tokens : NULL;
+            s->sign = k->sign[w] ? k->sign[w] + (size_t)l * nkv * d : NULL;
+            s->cb = k->cb[w];
+            s->bnd = k->bnd[w];
+        }
+    }
+    *out = k;
+    return TQ_OK;
+fail:
+    tq_gkv_free(&k);
+    return rc;
+}
+
+void tq_gkv_free(tq_gkv** pk)
+{
+    if (!pk || !*pk) return;
+    tq_gkv* k = *pk;
+    for (int w = 0; w < 2; w++) {
+        if (k->data[w]) cudaFree(k->data[w]);
+        if (k->norms[w]) cudaFree(k->norms[w]);
+        if (k->sign[w]) cudaFree(k->sign[w]);
+        if (k->cb[w]) cudaFree(k->cb[w]);
+        if (k->bnd[w]) cudaFree(k->bnd[w]);
+        free(k->side[w]);
+    }
+    free(k->len);
+    free(k);
+    *pk = NULL;
+}
+
+void tq_gkv_reset(tq_gkv* k)
+{
+    for (int l = 0; l < k->nl; l++) k->len[l] = 0;
+}
+
+size_t tq_gkv_bytes_per_token(const tq_gkv* k)
+{
+    return (size_t)k->nl * k->sh.nkv * (k->vb[0] + k->vb[1]);
+}
+
+size_t tq_gkv_device_bytes_per_token(const tq_gkv* k)
+{
+    size_t per = 0;
+    for (int w = 0; w < 2; w++) per += k->stride[w] + (k->norms[w] ? 2 : 0);
+    return (size_t)k->nl * k->sh.nkv * per;
+}
+
+tq_status tq_gkv_bench_fill(tq_gkv* k, int n)
+{
+    TQ_RETURN_IF(n < 0 || n > k->sh.max_tokens, TQ_ERR_ARG, "bench fill: %d tokens, cache holds %d", n, k->sh.max_tokens);
+    size_t nvec = (size_t)(k->nl > 0 ? k->nl : 1) * k->sh.nkv * k->sh.max_tokens;
+    for (int w = 0; w < 2; w++) {
+        CK(cudaMemset(k->data[w], 0x11, nvec * k->stride[w]));
+        if (k->norms[w]) CK(cudaMemset(k->norms[w], 0x11, nvec * sizeof(uint16_t)));
+    }
+    CK(cudaDeviceSynchronize());
+    for (int l = 0; l < k->nl; l++) k->len[l] = n;
+    return TQ_OK;
+}
+
+#endif /* TQ_HAVE_CUDA */

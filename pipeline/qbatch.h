@@ -1,0 +1,79 @@
+/* qbatch.h — the quantize stage's batched engine: a rank's units (row slices of tensors) are grouped
+ * into batches of consecutive units (in checkpoint file order) of a few MB, and each batch costs
+ *   one read per contiguous file range (a reader thread fills the next batch while this one computes),
+ *   one CPU loop (a worker pool over the batch's small units; big units use the codec's own threads)
+ *   and/or one GPU round trip (H2D of the batch, one launch per unit, D2H of every output, one sync),
+ *   one durable write + one journal commit for the whole batch (tq_journal_put_batch).
+ * instead of a file read, an allocation, a GPU synchronisation, a segment write and a journal line per
+ * unit. Every unit's record is byte-identical to the one-unit-at-a-time path (stages/quantize.c with
+ * TQ_QBATCH=0): the same quantizer on the same rows, quantized straight into the record's memory.
+ *
+ * Resume stays exact at unit granularity: a batch's units become done together when its commit is
+ * durable; a kill loses at most the batches in flight (redone on resume, never counted as finished).
+ *
+ * Memory per rank (all allocated once, for the largest batch; S = max(batch bytes, largest unit)):
+ *   2 raw source slots (double buffering)       2·S   (pinned when a GPU is used)
+ *   record arena of one batch (packed output)   ≤ 2·S (≤ 0.6·S for 4-bit codecs)
+ *   fp32 rows of the largest CPU unit            ≤ 2·U (U = largest unit, 16-bit sources)
+ *   worker scratch (T threads x small unit)      ≤ T·256 KiB
+ *   GPU: device input S + device output arena and its pinned host copy (≤ 2·S each)
+ * so about 6·S host bytes; with the defaults (8 MiB batches, 64 MiB max unit) ≤ 400 MiB, with 8 MiB
+ * units ≤ 50 MiB. Never the model.
+ *
+ * Environment (all optional): TQ_QBATCH=0 turns batching off (per-unit path); TQ_QBATCH_BYTES (default
+ * 8 MiB), TQ_QBATCH_UNITS (default 16384; 4 while a TQ_FAULT is armed, so "kill after K units" stays
+ * close to K); TQ_QBATCH_THREADS (CPU workers; default TQ_THREADS, else online cores / ranks on the
+ * node); TQ_QBATCH_GPU_MIN (weights a unit needs to go to the GPU, default 1024 x CPU workers: below
+ * that the workers beat a kernel launch's ~10 us of host time; 0 sends every unit to the GPU; GPU and
+ * CPU units of a batch run at the same time, bytes identical either way); TQ_QBATCH_READER=0
+ * reads in the main thread. */
+#ifndef TQ_QBATCH_H
+#define TQ_QBATCH_H
+
+#include <stdint.h>
+
+#include "ckpt.h"      /* defines: tq_ckpt */
+#include "manifest.h"  /* defines: tq_journal */
+#include "rt.h"        /* defines: tq_rt, tq_progress */
+#include "shardplan.h" /* defines: tq_unitlist */
+#include "stage.h"     /* defines: tq_plan_entry */
+
+typedef struct {
+    uint64_t batch_bytes;  /* close a batch at this many source bytes */
+    int64_t batch_units;   /* ... or this many units */
+    int threads;           /* CPU worker threads of this rank */
+    int use_gpu;           /* 1: units of >= gpu_min_elems weights go to the GPU */
+    int64_t gpu_min_elems;
+    int reader;            /* 1: a reader thread reads the next batch while this one computes */
+} tq_qbatch_opts;
+
+typedef struct {
+    int64_t units, batches, gpu_units, cpu_units, gpu_fallback; /* gpu_fallback: sent to the CPU after all */
+    double t_read;         /* seconds in reads (reader thread) */
+    double t_wait;         /* seconds the compute thread waited for the reader */
+    double t_quant;        /* seconds computing (layout, CPU workers, GPU round trip, checksums) */
+    double t_write;        /* seconds in the batch's durable write + commit */
+    uint64_t bytes_in, bytes_out, mem_host, mem_dev;
+} tq_qbatch_stats;
+
+/* 1 unless TQ_QBATCH=0. */
+int tq_qbatch_enabled(void);
+/* Defaults from the environment (see top); use_gpu: the stage's device decision. LOCAL. */
+void tq_qbatch_default_opts(const tq_rt* rt, int use_gpu, tq_qbatch_opts* o);
+
+/* The units of u in checkpoint file order (file index, byte offset): a permutation of 0..n-1 for
+ * tq_stage_schedule_ordered. *order is malloc'd. LOCAL. */
+tq_status tq_qbatch_file_order(const tq_ckpt* c, const tq_unitlist* u, int64_t** order);
+
+/* Quantize this rank's units mine[0..nmine) of u (keys[k] names unit k) with the codecs of plan and
+ * seeds tq_tensor_seed(job_seed, tensor), recording each unit in j (opened with a segment) batch by
+ * batch. Calls tq_fault_unit_done once per committed unit, updates prog (bytes) after each batch, and
+ * stops early (TQ_OK, fewer units) when another rank has failed (tq_rt_peer_failed). On an error the
+ * units of the failing batch before the failing unit are committed, then the error is returned.
+ * LOCAL (no collectives). */
+tq_status tq_qbatch_quantize(const tq_rt* rt, const tq_ckpt* c, const tq_unitlist* u, char* const* keys,
+                             const int64_t* mine, int64_t nmine, const tq_plan_entry* plan, int64_t nplan,
+                             uint64_t job_seed, const tq_qbatch_opts* o, tq_journal* j, tq_progress* prog,
+                             tq_qbatch_stats* st);
+
+#endif
