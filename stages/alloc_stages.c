@@ -4,7 +4,8 @@
  *              RUN/calibrate/hessian (pipeline/calib.h; identical for any rank count). When calib_data is
  *              the validate stage's data file, its first validate.max_tokens tokens (the ones validate
  *              scores) are held out: the stage writes the tokens after them to RUN/calibrate/tokens.tok
- *              and calibrates on those (the probe and the guard below use them too).
+ *              (and their count to tokens.held) and calibrates on those (the probe and the guard below use
+ *              them too; allocate warns when validate.max_tokens later outgrows the held-out count).
  *   allocate:  the sensitivity table RUN/sensitivity/table.tsv (reused when its key file matches:
  *              same candidate codecs, group, seed, GPTQ options and calibration output — so a new budget
  *              only re-solves), then the plan RUN/allocate/plan.txt (pipeline/allocate.h) that the quantize
@@ -59,6 +60,20 @@ static void calib_tokens_path(const tq_run* run, char out[TQ_PATH_MAX + 32])
     snprintf(out, TQ_PATH_MAX + 32, "%s/calibrate/tokens.tok", run->dir);
 }
 
+/* The calibration text is the validate stage's data file (validate enabled). */
+static int calib_is_eval_data(const tq_job* job)
+{
+    char a[PATH_MAX], b[PATH_MAX];
+    return job->stage[TQ_STAGE_VALIDATE].enabled && job->eval_data[0] && job->calib_data[0] &&
+           realpath(job->calib_data, a) && realpath(job->eval_data, b) && !strcmp(a, b);
+}
+
+/* RUN/calibrate/tokens.held: how many leading tokens the calibrate stage held out ("%lld\n"). */
+static void calib_held_path(const tq_run* run, char out[TQ_PATH_MAX + 32])
+{
+    snprintf(out, TQ_PATH_MAX + 32, "%s/calibrate/tokens.held", run->dir);
+}
+
 /* Validation must score tokens the calibration (and the allocate stage's probe and guard) never saw.
  * When calibrate.data is the same file as validate.data, both would start at its first token: then rank 0
  * writes the file's tokens AFTER the first validate.max_tokens to RUN/calibrate/tokens.tok (int32 ids) and
@@ -70,10 +85,7 @@ static tq_status calib_holdout(tq_stage_ctx* ctx, char tokf[TQ_PATH_MAX + 32], i
     int64_t skip = 0;
     tq_status rc = TQ_OK;
     if (ctx->rt->rank == 0) {
-        char a[PATH_MAX], b[PATH_MAX];
-        int same = job->stage[TQ_STAGE_VALIDATE].enabled && job->eval_data[0] && realpath(job->calib_data, a) &&
-                   realpath(job->eval_data, b) && !strcmp(a, b);
-        if (same) {
+        if (calib_is_eval_data(job)) {
             int* toks = NULL;
             int64_t nt = 0;
             tq_ckpt* ck = NULL;
@@ -103,6 +115,12 @@ static tq_status calib_holdout(tq_stage_ctx* ctx, char tokf[TQ_PATH_MAX + 32], i
                 }
                 if (buf) rc = tq_write_file_atomic(tokf, buf, (size_t)n * 4);
                 free(buf);
+            }
+            if (rc == TQ_OK) {
+                char hp[TQ_PATH_MAX + 32], txt[32];
+                calib_held_path(ctx->run, hp);
+                int l = snprintf(txt, sizeof txt, "%" PRId64 "\n", skip);
+                rc = tq_write_file_atomic(hp, txt, (size_t)l);
             }
             if (rc == TQ_OK)
                 TQ_LOG0(TQ_LOG_INFO,
@@ -325,6 +343,20 @@ tq_status tq_stage_allocate(tq_stage_ctx* ctx)
     calib_tokens_path(ctx->run, tokf);
     /* probe and guard tokens: the calibration tokens (held out from validate when they share a file) */
     const char* pdata = tq_file_exists(tokf) ? tokf : job->calib_data;
+    if (rt->rank == 0 && calib_is_eval_data(job)) {
+        /* validate.max_tokens may have grown since calibrate ran (it is not one of calibrate's inputs) */
+        char hp[TQ_PATH_MAX + 32];
+        char* txt = NULL;
+        size_t tl = 0;
+        long long held = 0;
+        calib_held_path(ctx->run, hp);
+        if (tq_read_file(hp, &txt, &tl) == TQ_OK) held = atoll(txt);
+        free(txt);
+        if (held < job->eval_max_tokens)
+            TQ_LOG0(TQ_LOG_WARN, "allocate: calibrate held out %lld tokens of %s but validate scores %" PRId64
+                    ": validation is no longer held out; re-run the calibrate stage (`tqpipe stage calibrate`)",
+                    held, job->calib_data, job->eval_max_tokens);
+    }
     /* the table lives outside RUN/allocate (which is wiped when the budget changes) so a new budget
      * reuses it; its key file says what it was measured with */
     char sdir[TQ_PATH_MAX + 16];

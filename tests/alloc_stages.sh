@@ -49,7 +49,7 @@ job alloc "budget_bytes: $ubytes"
 run alloc
 grep -q "stage calibrate: done" alloc.log || fail "calibrate did not run"
 grep -q "its first 4096 tokens are held out for validate" alloc.log || fail "calibration did not hold out validate's tokens"
-[ -s alloc/calibrate/tokens.tok ] || fail "no held-out calibration token file"
+[ -s alloc/calibrate/tokens.tok ] && [ "$(cat alloc/calibrate/tokens.held)" = 4096 ] || fail "no held-out calibration token file"
 grep -q "stage allocate: done" alloc.log || fail "allocate did not run"
 plan=alloc/allocate/plan.txt
 [ -f "$plan" ] || fail "no plan.txt"
@@ -66,10 +66,12 @@ grep -q '^# guard: uniform tq3:g64 .*KL' $plan || fail "guard did not measure un
 akl=$(kl_of alloc)
 echo "held-out KL: allocation $akl ($total bytes) vs uniform tq3 $ukl ($ubytes bytes)"
 awk -v a="$akl" -v u="$ukl" 'BEGIN {exit !(a > 0 && a < 0.95 * u)}' || fail "allocation KL $akl does not beat uniform tq3 $ukl by 5 %"
-# 3. a new budget re-solves from the kept table
-sed -i "s/budget_bytes: $ubytes/budget_bpw: 2.5/" alloc.yaml
+# 3. a new budget re-solves from the kept table; validate now scoring more tokens than calibrate held
+#    out (calibrate does not re-run for that) is flagged
+sed -i "s/budget_bytes: $ubytes/budget_bpw: 2.5/; s/max_tokens: 4096/max_tokens: 6144/" alloc.yaml
 run alloc
 grep -q "reusing the sensitivity table" alloc.log || fail "new budget did not reuse the table: $(grep allocate alloc.log | head -3)"
+grep -q "calibrate held out 4096 tokens .* but validate scores 6144" alloc.log || fail "overlap with validate not flagged"
 total=$(sed -n 's/^# budget \([0-9]*\) bytes.*total \([0-9]*\) bytes.*/\2/p' $plan)
 [ "$total" -le 81260 ] || fail "plan total $total > 2.5 bpw budget 81260"
 grep "stage allocate: done" alloc.log | sed 's/.*): //'

@@ -78,6 +78,7 @@ typedef struct {
     double rel_max;  /* bound on max |logit difference| / max |logit| (fp32 weights) */
     double rel_mean; /* bound on mean |logit difference| / mean |logit| */
     double top1;     /* bound on top-1 agreement */
+    double floor_max, floor_mean; /* absolute floors of the two bounds (set from the first H100 run, ~3.5x margin) */
 } kv_case;
 
 static void check_model(const char* dir, const int* tok)
@@ -106,8 +107,9 @@ static void check_model(const char* dir, const int* tok)
      * KV values may round the other way where the fp32 input sits within rounding of a boundary (H100,
      * first run: fp16 max |dlogit| 0.0085 on stories260K, mean 2.1e-4) */
     const kv_case cases[] = {
-        {"f32", "f32", 1e-4, 1e-5, 1.0},    {"fp16", "fp16", 2e-3, 2e-4, 1.0},   {"int8", "int8", 2e-3, 2e-4, 0.97},
-        {"tq4", "tq4", 1.0, 1e-2, 0.95},    {"tq3", "tq3", 1.0, 1e-2, 0.95},     {"fp16", "tq4+nc", 1.0, 1e-2, 0.95},
+        {"f32", "f32", 1e-4, 1e-5, 1.0, 0, 0},      {"fp16", "fp16", 1e-4, 1e-5, 1.0, 0.03, 7.5e-4},
+        {"int8", "int8", 2e-3, 2e-4, 0.97, 0, 0},   {"tq4", "tq4", 1.0, 1e-2, 0.95, 0, 0},
+        {"tq3", "tq3", 1.0, 1e-2, 0.95, 0, 0},      {"fp16", "tq4+nc", 1.0, 1e-2, 0.95, 0, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         tq_kv_codec kc, vc;
@@ -127,8 +129,10 @@ static void check_model(const char* dir, const int* tok)
             printf("  KV %-5s/%-7s fp32 weights: max |dlogit| %.3g (max |logit| %.3g), mean |dlogit| %.3g (mean |logit| "
                    "%.3g), top-1 %.4f (bounds rel %.0e / %.0e, %.2f)\n", cases[c].k, cases[c].v, r.max_abs, r.max_ref, r.mean_abs,
                    r.mean_ref, r.top1, cases[c].rel_max, cases[c].rel_mean, cases[c].top1);
-            CHECK(r.max_abs <= cases[c].rel_max * r.max_ref, "KV %s/%s: max |dlogit| %.3g", cases[c].k, cases[c].v, r.max_abs);
-            CHECK(r.mean_abs <= cases[c].rel_mean * r.mean_ref, "KV %s/%s: mean |dlogit| %.3g", cases[c].k, cases[c].v, r.mean_abs);
+            CHECK(r.max_abs <= fmax(cases[c].rel_max * r.max_ref, cases[c].floor_max), "KV %s/%s: max |dlogit| %.3g",
+                  cases[c].k, cases[c].v, r.max_abs);
+            CHECK(r.mean_abs <= fmax(cases[c].rel_mean * r.mean_ref, cases[c].floor_mean), "KV %s/%s: mean |dlogit| %.3g",
+                  cases[c].k, cases[c].v, r.mean_abs);
             CHECK(r.top1 >= cases[c].top1, "KV %s/%s: top-1 %.4f", cases[c].k, cases[c].v, r.top1);
             CHECK(r.max_ref > 1.0, "logits are not trivially small");
         }
@@ -146,10 +150,10 @@ static void check_model(const char* dir, const int* tok)
             CHECK(run_cpu(cm, ckv, tok, lc) == TQ_OK && run_gpu(gb, gkv, tok, lgp) == TQ_OK, "%s", tq_last_error());
             cmp_result r = compare(lc, lgp, N, V);
             printf("  KV fp16 /fp16    bf16 weights: max |dlogit| %.3g, mean |dlogit| %.3g (mean |logit| %.3g), top-1 %.4f "
-                   "(bound: mean within 15%% of mean |logit|)\n", r.max_abs, r.mean_abs, r.mean_ref, r.top1);
+                   "(bound: mean within 15%% of mean |logit| or 0.25)\n", r.max_abs, r.mean_abs, r.mean_ref, r.top1);
             /* bf16 rounds every weight and GEMM input to 8 bits of mantissa: a sanity bound (H100, first run:
              * synthetic qwen3_moe mean |dlogit| 0.080) */
-            CHECK(r.mean_abs <= 0.15 * r.mean_ref, "bf16 weights: mean |dlogit| %.3g", r.mean_abs);
+            CHECK(r.mean_abs <= fmax(0.15 * r.mean_ref, 0.25), "bf16 weights: mean |dlogit| %.3g", r.mean_abs);
         }
         tq_kv_free(&ckv);
         tq_gkv_free(&gkv);
