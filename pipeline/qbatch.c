@@ -11,7 +11,9 @@
  *           GPU sync; GPU outputs copied into the records and checked for NaN/Inf (a unit with a
  *           non-finite input or output is redone on the CPU, which reports the error exactly as the
  *           per-unit path does); XXH3-64 of each record.
- *   commit  one pwrite of the batch's records + one journal commit (tq_journal_put_batch). */
+ *   commit  one pwrite of the batch's records + one journal commit (tq_journal_put_batch), on a
+ *           writer thread: batch b is made durable while batch b + 1 computes (two record arenas);
+ *           its units count as done (progress, fault hook) once that commit has returned. */
 #include "qbatch.h"
 
 #include <errno.h>
@@ -197,7 +199,8 @@ typedef struct {
     /* buffers */
     qslot slot[2];
     int pinned;
-    uint8_t* rec;
+    uint8_t* rec;              /* the record arena of the batch being computed (one of recbuf) */
+    uint8_t* recbuf[2];        /* double buffered: batch b + 1 computes while batch b is written */
     uint8_t* hout;             /* pinned copy of the GPU output arena */
     float* f32;
     tq_qgpu* gpu;
@@ -604,17 +607,70 @@ static tq_status compute_batch(qengine* E, const qbatch* B, const uint8_t* raw, 
 // ------------------------------------------------------------------------------------------------
 // the loop
 
-static tq_status commit_units(qengine* E, tq_journal* j, const qbatch* B, int64_t n, int64_t* idx, size_t* lens,
-                              uint64_t* xxh, uint64_t* aux)
+/* One batch's commit, run on a writer thread so that the durable write (pwrite + fdatasync of the
+ * segment and the journal) of batch b overlaps the computation of batch b + 1. */
+typedef struct {
+    tq_journal* j;
+    const qbatch* B;
+    int64_t n;                 /* units committed (a failed unit's batch: the ones before it) */
+    int64_t *idx;
+    size_t* lens;
+    uint64_t *xxh, *aux;
+    const uint8_t* rec;
+    tq_status rc;
+    char msg[1024];
+    double secs;
+    pthread_t th;
+    int threaded;
+} qcommit;
+
+static void* commit_main(void* arg)
+{
+    qcommit* C = arg;
+    double t0 = tq_rt_time();
+    C->rc = tq_journal_put_batch(C->j, C->n, C->idx, C->rec, C->lens, C->xxh, C->aux);
+    if (C->rc != TQ_OK) snprintf(C->msg, sizeof C->msg, "%s", tq_last_error());
+    C->secs = tq_rt_time() - t0;
+    return NULL;
+}
+
+static void commit_start(qengine* E, qcommit* C, tq_journal* j, const qbatch* B, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         const qunit* x = &E->q[B->first + i];
-        idx[i] = x->k;
-        lens[i] = x->rec_len;
-        xxh[i] = x->xxh;
-        aux[i] = (uint64_t)x->rec_len;
+        C->idx[i] = x->k;
+        C->lens[i] = x->rec_len;
+        C->xxh[i] = x->xxh;
+        C->aux[i] = (uint64_t)x->rec_len;
     }
-    return tq_journal_put_batch(j, n, idx, E->rec, lens, xxh, aux);
+    C->j = j;
+    C->B = B;
+    C->n = n;
+    C->rec = E->rec;
+    C->rc = TQ_OK;
+    C->msg[0] = '\0';
+    C->threaded = pthread_create(&C->th, NULL, commit_main, C) == 0;
+    if (!C->threaded) commit_main(C);
+}
+
+/* Wait for a commit; then its units count as done: stats, progress, and the per-unit fault hook. */
+static tq_status commit_finish(qengine* E, qcommit* C, tq_progress* prog, double* done_b, tq_qbatch_stats* st)
+{
+    if (C->threaded) pthread_join(C->th, NULL);
+    C->threaded = 0;
+    st->t_write += C->secs;
+    if (C->rc != TQ_OK) return tq_fail(C->rc, "%s", C->msg);
+    for (int64_t i = 0; i < C->n; i++) {
+        const qunit* x = &E->q[C->B->first + i];
+        st->units++;
+        st->bytes_in += x->nraw;
+        st->bytes_out += x->rec_len;
+        *done_b += (double)x->un->bytes;
+    }
+    st->batches++;
+    tq_progress_update(prog, *done_b);
+    for (int64_t i = 0; i < C->n; i++) TQ_FORWARD(tq_fault_unit_done());
+    return TQ_OK;
 }
 
 tq_status tq_qbatch_quantize(const tq_rt* rt, const tq_ckpt* c, const tq_unitlist* u, char* const* keys,
@@ -631,9 +687,9 @@ tq_status tq_qbatch_quantize(const tq_rt* rt, const tq_ckpt* c, const tq_unitlis
     E.slot[0].batch = E.slot[1].batch = -1;
     pthread_mutex_init(&E.mu, NULL);
     pthread_cond_init(&E.cv, NULL);
-    int64_t* idx = NULL;
-    size_t* lens = NULL;
-    uint64_t *xxh = NULL, *aux = NULL;
+    qcommit cm[2];
+    memset(cm, 0, sizeof cm);
+    int pending = -1; /* the commit in flight (index into cm) */
     double done_b = 0;
     int saved_threads = 0;
     tq_status rc = plan_units(&E, u, keys, mine, nmine, plan, nplan, job_seed);
@@ -657,19 +713,22 @@ tq_status tq_qbatch_quantize(const tq_rt* rt, const tq_ckpt* c, const tq_unitlis
         st->mem_dev = E.raw_max + E.dev_max;
     }
     for (int s = 0; s < 2 && rc == TQ_OK; s++) rc = tq_qgpu_host_alloc(E.raw_max + QB_ALIGN, E.pinned, (void**)&E.slot[s].raw);
-    if (rc == TQ_OK) rc = tq_qgpu_host_alloc(E.rec_max + 1, 0, (void**)&E.rec);
+    for (int s = 0; s < 2 && rc == TQ_OK; s++) rc = tq_qgpu_host_alloc(E.rec_max + 1, 0, (void**)&E.recbuf[s]);
     if (rc != TQ_OK) goto out;
     {
         size_t nf = (size_t)E.f32_max + (size_t)o->threads * (size_t)E.small_max + 1;
         E.f32 = malloc(nf * sizeof(float));
         E.small = malloc((size_t)(maxn + 1) * sizeof(int64_t));
-        idx = malloc((size_t)(maxn + 1) * sizeof *idx);
-        lens = malloc((size_t)(maxn + 1) * sizeof *lens);
-        xxh = malloc((size_t)(maxn + 1) * sizeof *xxh);
-        aux = malloc((size_t)(maxn + 1) * sizeof *aux);
-        TQ_GOTO_FAIL(!E.f32 || !E.small || !idx || !lens || !xxh || !aux, TQ_ERR_NOMEM, out,
-                     "out of memory (%zu bytes) for the quantize workers", nf * sizeof(float));
-        st->mem_host = 2 * (E.raw_max + QB_ALIGN) + E.rec_max + nf * sizeof(float) + (E.pinned ? E.dev_max : 0);
+        int ok = E.f32 && E.small;
+        for (int k = 0; k < 2; k++) {
+            cm[k].idx = malloc((size_t)(maxn + 1) * sizeof *cm[k].idx);
+            cm[k].lens = malloc((size_t)(maxn + 1) * sizeof *cm[k].lens);
+            cm[k].xxh = malloc((size_t)(maxn + 1) * sizeof *cm[k].xxh);
+            cm[k].aux = malloc((size_t)(maxn + 1) * sizeof *cm[k].aux);
+            ok = ok && cm[k].idx && cm[k].lens && cm[k].xxh && cm[k].aux;
+        }
+        TQ_GOTO_FAIL(!ok, TQ_ERR_NOMEM, out, "out of memory (%zu bytes) for the quantize workers", nf * sizeof(float));
+        st->mem_host = 2 * (E.raw_max + QB_ALIGN) + 2 * E.rec_max + nf * sizeof(float) + (E.pinned ? E.dev_max : 0);
     }
     TQ_LOG(TQ_LOG_DBG, "qbatch: raw %zu, records %zu, device %zu, fp32 %" PRId64 " + %d x %" PRId64 " elements",
            E.raw_max, E.rec_max, E.dev_max, E.f32_max, o->threads, E.small_max);
@@ -690,10 +749,10 @@ tq_status tq_qbatch_quantize(const tq_rt* rt, const tq_ckpt* c, const tq_unitlis
         rc = acquire_batch(&E, b, &s);
         if (rc != TQ_OK) break;
         double t0 = tq_rt_time();
+        E.rec = E.recbuf[b % 2]; /* the other arena may still be being written by batch b - 1's commit */
         rc = compute_batch(&E, B, s->raw, st);
         release_slot(&E, s);
-        double t1 = tq_rt_time();
-        st->t_quant += t1 - t0;
+        st->t_quant += tq_rt_time() - t0;
         if (rc != TQ_OK) break;
         /* the first failed unit (file order) ends the stage; the units before it are kept */
         int64_t nok = B->n;
@@ -702,23 +761,25 @@ tq_status tq_qbatch_quantize(const tq_rt* rt, const tq_ckpt* c, const tq_unitlis
                 nok = i;
                 break;
             }
-        rc = commit_units(&E, j, B, nok, idx, lens, xxh, aux);
-        st->t_write += tq_rt_time() - t1;
-        if (rc != TQ_OK) break;
-        for (int64_t i = 0; i < nok; i++) {
-            st->units++;
-            st->bytes_in += E.q[B->first + i].nraw;
-            st->bytes_out += E.q[B->first + i].rec_len;
-            done_b += (double)E.q[B->first + i].un->bytes;
+        if (pending >= 0) {
+            rc = commit_finish(&E, &cm[pending], prog, &done_b, st);
+            pending = -1;
+            if (rc != TQ_OK) break;
         }
-        st->batches++;
-        tq_progress_update(prog, done_b);
+        commit_start(&E, &cm[b % 2], j, B, nok);
+        pending = (int)(b % 2);
         if (nok < B->n) {
+            rc = commit_finish(&E, &cm[pending], prog, &done_b, st);
+            pending = -1;
             const qunit* x = &E.q[B->first + nok];
-            rc = tq_fail(x->rc, "%s", x->msg ? x->msg : "quantize failed");
+            if (rc == TQ_OK) rc = tq_fail(x->rc, "%s", x->msg ? x->msg : "quantize failed");
             break;
         }
-        for (int64_t i = 0; i < nok && rc == TQ_OK; i++) rc = tq_fault_unit_done();
+    }
+    if (pending >= 0) {
+        tq_status crc = commit_finish(&E, &cm[pending], prog, &done_b, st);
+        if (rc == TQ_OK) rc = crc;
+        pending = -1;
     }
 
 out:
@@ -739,17 +800,20 @@ out:
     for (int s = 0; s < 2; s++) tq_qgpu_host_free(E.slot[s].raw, E.pinned);
     tq_qgpu_host_free(E.hout, 1);
     tq_qgpu_free(&E.gpu);
-    free(E.rec);
+    for (int s = 0; s < 2; s++) free(E.recbuf[s]);
     free(E.f32);
     free(E.small);
     if (E.q)
         for (int64_t i = 0; i < E.nq; i++) free(E.q[i].msg);
     free(E.q);
     free(E.b);
-    free(idx);
-    free(lens);
-    free(xxh);
-    free(aux);
+    for (int k = 0; k < 2; k++) {
+        if (cm[k].threaded) pthread_join(cm[k].th, NULL);
+        free(cm[k].idx);
+        free(cm[k].lens);
+        free(cm[k].xxh);
+        free(cm[k].aux);
+    }
     pthread_mutex_destroy(&E.mu);
     pthread_cond_destroy(&E.cv);
     return rc;
