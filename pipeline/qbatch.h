@@ -3,7 +3,8 @@
  *   one read per contiguous file range (a reader thread fills the next batch while this one computes),
  *   one CPU loop (a worker pool over the batch's small units; big units use the codec's own threads)
  *   and/or one GPU round trip (H2D of the batch, one launch per unit, D2H of every output, one sync),
- *   one durable write + one journal commit for the whole batch (tq_journal_put_batch).
+ *   one durable write + one journal commit for the whole batch (tq_journal_put_batch), on a writer
+ *   thread, overlapping the next batch's computation.
  * instead of a file read, an allocation, a GPU synchronisation, a segment write and a journal line per
  * unit. Every unit's record is byte-identical to the one-unit-at-a-time path (stages/quantize.c with
  * TQ_QBATCH=0): the same quantizer on the same rows, quantized straight into the record's memory.
@@ -11,14 +12,16 @@
  * Resume stays exact at unit granularity: a batch's units become done together when its commit is
  * durable; a kill loses at most the batches in flight (redone on resume, never counted as finished).
  *
- * Memory per rank (all allocated once, for the largest batch; S = max(batch bytes, largest unit)):
- *   2 raw source slots (double buffering)       2·S   (pinned when a GPU is used)
- *   record arena of one batch (packed output)   ≤ 2·S (≤ 0.6·S for 4-bit codecs)
- *   fp32 rows of the largest CPU unit            ≤ 2·U (U = largest unit, 16-bit sources)
- *   worker scratch (T threads x small unit)      ≤ T·256 KiB
- *   GPU: device input S + device output arena and its pinned host copy (≤ 2·S each)
- * so about 6·S host bytes; with the defaults (8 MiB batches, 64 MiB max unit) ≤ 400 MiB, with 8 MiB
- * units ≤ 50 MiB. Never the model.
+ * Memory per rank (all allocated once, for the largest batch; S = max(batch bytes, largest unit),
+ * U = largest unit):
+ *   2 raw source slots (the reader fills one while the other computes)   2·S (pinned with a GPU)
+ *   2 record arenas (packed output; one is written while the other fills) ≤ 2·S each, ≈ 0.3·S for tq4
+ *   fp32 rows of the largest unit quantized on the CPU                    ≤ 2·U (16-bit sources)
+ *   worker scratch (T threads x one small unit)                           ≤ T·256 KiB
+ *   GPU: device input S + device output arena and its pinned host copy   ≤ 2·S each
+ * so about 2·S + 2·(packed S) + 2·U on the host: with the defaults (8 MiB batches, 64 MiB max unit)
+ * ≤ 340 MiB for tq4, ≤ 600 MiB in the worst case (f32 output); with 8 MiB units ≤ 60 MiB. Never the
+ * model.
  *
  * Environment (all optional): TQ_QBATCH=0 turns batching off (per-unit path); TQ_QBATCH_BYTES (default
  * 8 MiB), TQ_QBATCH_UNITS (default 16384; 4 while a TQ_FAULT is armed, so "kill after K units" stays
