@@ -14,17 +14,7 @@
 #include "fileio.h"
 #include "hash.h"
 
-static int g_failed, g_checks;
-
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        g_checks++;                                                                                \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAILED %s:%d: %s (last error: %s)\n", __FILE__, __LINE__, #cond,       \
-                    tq_last_error());                                                              \
-            g_failed++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "tq_check_status.h"
 
 static int count_tmp(const char* dir)
 {
