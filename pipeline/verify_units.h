@@ -89,11 +89,10 @@ tq_status tq_verify_plan(const tq_rt* rt, const tq_ckpt* c, const tq_shardplan* 
 tq_status tq_verify_file_order(const tq_rt* rt, const tq_ckpt* c, const tq_unitlist* u, const tq_verify_opts* opts,
                                tq_unit_check** all_out, tq_verify_stats** rank_stats_out, tq_verify_stats* total);
 
-/* 1 when a reader thread should pay off for a rank of a job with local_ranks ranks on this node: the
- * process may run on >= 2 CPUs, and those are a slice of its own (srun -c 2, mpirun --map-by
- * slot:PE=2) or the node has >= 2 CPUs per rank. Under mpirun's default binding (one core per rank
- * when np <= 2) it is 0. */
-int tq_verify_reader_auto(int local_ranks);
+/* 1 when a reader thread should pay off: the launcher bound this process to a slice of >= 2 CPUs of
+ * the node (srun -c 2, mpirun --map-by slot:PE=2). 0 under mpirun's default binding (one core per
+ * rank when np <= 2) and for unbound processes (a shared machine: measured slower under load). */
+int tq_verify_reader_auto(void);
 
 /* Tensor checksum from its units' results (see top). checks[] and units[] are parallel arrays of
  * the tensor's units, in row order. */

@@ -70,8 +70,8 @@ static void usage(FILE* f)
             "  --max-unit BYTES shard plan unit size (default 64M)\n"
             "  --progress SECS  progress line interval during --verify (default 10, 0 = off)\n"
             "  --reader MODE    --verify reads ahead in a second thread per rank: on, off, or auto\n"
-            "                   (default: on when the rank has a second CPU of its own, e.g. srun -c 2;\n"
-            "                   not under mpirun's default one-core-per-rank binding)\n"
+            "                   (default: on when the launcher bound the rank to >= 2 CPUs, e.g.\n"
+            "                   srun -c 2; off under mpirun's default one-core-per-rank binding)\n"
             "  A llama2.c .bin checkpoint must be converted first: tqpipe convert MODEL.bin OUT_DIR\n"
             "exit status: 0 ok, 1 problems found or unreadable input, 2 usage\n");
 }
@@ -266,7 +266,7 @@ static tq_status run_verify(inspect_state* s)
     uint64_t total = tq_unitlist_bytes(s->units);
     tq_progress* prog = tq_progress_start(s->rt, "verified", (double)total, "B", s->o.progress);
     tq_verify_opts vo = {.chunk_bytes = s->o.chunk, .progress = prog, .log_errors = 1,
-                         .reader_thread = s->o.reader >= 0 ? s->o.reader : tq_verify_reader_auto(s->rt->local_size)};
+                         .reader_thread = s->o.reader >= 0 ? s->o.reader : tq_verify_reader_auto()};
     tq_unit_check* all = NULL;
     tq_status rc;
     if (s->o.lpt) {
