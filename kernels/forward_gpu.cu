@@ -208,6 +208,49 @@ extern "C" tq_status tq_fwd_scatter_add_cuda(void* stream, float* x, const float
 }
 
 // ------------------------------------------------------------------------------------------------
+// hybrid families (helper "gpuhybrid"): column gathers, sigmoid gates
+
+__global__ void gather_cols_kernel(float* dst, int n, const float* src, int ld, const int* map)
+{
+    const int t = blockIdx.x;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) dst[(int64_t)t * n + j] = src[(int64_t)t * ld + map[j]];
+}
+
+extern "C" tq_status tq_fwd_gather_cols_cuda(void* stream, float* dst, int n, const float* src, int ld, const int* map, int T)
+{
+    if (T <= 0 || n <= 0) return TQ_OK;
+    gather_cols_kernel<<<T, 256, 0, (cudaStream_t)stream>>>(dst, n, src, ld, map);
+    return launch_check("gather_cols");
+}
+
+__global__ void sigmoid_mul_kernel(float* y, const float* gate, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        y[i] = tq_fmul(y[i], tq_fdiv(1.0f, tq_fadd(1.0f, expf(-gate[i]))));
+}
+
+extern "C" tq_status tq_fwd_sigmoid_mul_cuda(void* stream, float* y, const float* gate, int64_t n)
+{
+    if (n <= 0) return TQ_OK;
+    sigmoid_mul_kernel<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, gate, n);
+    return launch_check("sigmoid_mul");
+}
+
+__global__ void add_sigmoid_rows_kernel(float* x, const float* o, const float* s, int h)
+{
+    const int t = blockIdx.x;
+    const float g = tq_fdiv(1.0f, tq_fadd(1.0f, expf(-s[t])));
+    for (int j = threadIdx.x; j < h; j += blockDim.x) x[(int64_t)t * h + j] = tq_fadd(x[(int64_t)t * h + j], tq_fmul(g, o[(int64_t)t * h + j]));
+}
+
+extern "C" tq_status tq_fwd_add_sigmoid_rows_cuda(void* stream, float* x, const float* o, const float* s, int T, int h)
+{
+    if (T <= 0) return TQ_OK;
+    add_sigmoid_rows_kernel<<<T, 256, 0, (cudaStream_t)stream>>>(x, o, s, h);
+    return launch_check("add_sigmoid_rows");
+}
+
+// ------------------------------------------------------------------------------------------------
 // KV cache: encode
 
 /* In-place unnormalized Walsh–Hadamard transform of y[0..n) in shared memory, stage by stage (the same

@@ -63,6 +63,13 @@ tq_status tq_fwd_gather_rows_cuda(void* stream, float* dst, const float* src, co
 /* MoE: x[rows[i], :] += w[i] * o[i, :] for i < n (rows distinct). */
 tq_status tq_fwd_scatter_add_cuda(void* stream, float* x, const float* o, const int* rows, const float* w, int n, int h);
 
+/* Hybrid families: dst[t, j] = src[t * ld + map[j]] for t < T, j < n (de-interleaves fused projections). */
+tq_status tq_fwd_gather_cols_cuda(void* stream, float* dst, int n, const float* src, int ld, const int* map, int T);
+/* y *= sigmoid(gate) over n values (gated attention output). */
+tq_status tq_fwd_sigmoid_mul_cuda(void* stream, float* y, const float* gate, int64_t n);
+/* x[t, :] += sigmoid(s[t]) * o[t, :] for t < T, width h (sigmoid-gated shared expert). */
+tq_status tq_fwd_add_sigmoid_rows_cuda(void* stream, float* x, const float* o, const float* s, int T, int h);
+
 /* Encode T tokens' vectors src [T x nkv*d] of one layer into the side at positions len..len+T-1. */
 tq_status tq_fwd_kv_append_cuda(void* stream, const tq_gkv_side* s, const tq_gkv_shape* sh, const float* src, int T,
                                 int len, float rot_scale);

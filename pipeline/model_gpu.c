@@ -8,6 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The hybrid families (Gated DeltaNet, gated attention, shared / fused experts) on the GPU, fp32 or bf16
+ * weights (packed weights are refused for them): on by default, checked against the CPU on an H100
+ * (tests/gpuhybrid.sh); the environment variable TQ_GPU_HYBRID (0 / 1) overrides. */
+#ifndef TQ_GPU_HYBRID_DEFAULT
+#define TQ_GPU_HYBRID_DEFAULT 1 /* checked on an H100: tests/gpuhybrid.sh (eval NLL to 1e-7 of the CPU's) */
+#endif
+
 tq_status tq_device_parse(const char* s, tq_device* out)
 {
     if (!s || !strcmp(s, "auto"))
@@ -28,13 +35,43 @@ void tq_gmodel_opts_init(tq_gmodel_opts* o)
     o->seed = 42;
 }
 
+/* The GPU recurrence kernel's key head dims (kernels/deltanet_gpu.cu: tq_dn_gpu_dk_ok). */
+static int tq_gmodel_dn_dk_ok(int dk)
+{
+    return dk == 16 || dk == 32 || dk == 64 || dk == 128;
+}
+
+int tq_gmodel_hybrid_enabled(void)
+{
+    const char* e = getenv("TQ_GPU_HYBRID");
+    if (e && e[0]) return strcmp(e, "0") != 0;
+    return TQ_GPU_HYBRID_DEFAULT;
+}
+
 int tq_gmodel_supports(const tq_arch* a, const tq_kv_codec* k, const tq_kv_codec* v, char* why, size_t cap)
 {
     const char* mt = a->model_type;
     int d = a->head_dim;
-    if (strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3") && strcmp(mt, "qwen3_moe")) {
-        snprintf(why, cap, "model_type '%s' runs on the CPU only (GPU: llama, mistral, qwen2, qwen3, qwen3_moe)", mt);
+    int hybrid = !strcmp(mt, "qwen3_5") || !strcmp(mt, "qwen3_5_moe") || !strcmp(mt, "qwen3_next");
+    if (!hybrid && strcmp(mt, "llama") && strcmp(mt, "mistral") && strcmp(mt, "qwen2") && strcmp(mt, "qwen3") &&
+        strcmp(mt, "qwen3_moe")) {
+        snprintf(why, cap, "model_type '%s' runs on the CPU only (GPU: llama, mistral, qwen2, qwen3, qwen3_moe, qwen3_5, "
+                           "qwen3_5_moe, qwen3_next)", mt);
         return 0;
+    }
+    if (hybrid && !tq_gmodel_hybrid_enabled()) {
+        snprintf(why, cap, "model_type '%s' runs on the CPU (the GPU path of the hybrid families is off: TQ_GPU_HYBRID=1 "
+                           "turns it on)", mt);
+        return 0;
+    }
+    if (hybrid && a->n_linear_layers > 0) {
+        if (a->lin_k_heads <= 0 || a->lin_v_heads <= 0 || a->lin_v_heads % a->lin_k_heads || a->lin_v_dim <= 0 ||
+            !tq_gmodel_dn_dk_ok(a->lin_k_dim) || a->lin_conv_kernel < 1 || a->lin_conv_kernel > 8) {
+            snprintf(why, cap, "linear attention with key head dim %d, conv width %d, heads %d/%d runs on the CPU only (GPU: "
+                               "key head dim 16/32/64/128, conv width up to 8)", a->lin_k_dim, a->lin_conv_kernel,
+                     a->lin_k_heads, a->lin_v_heads);
+            return 0;
+        }
     }
     if (d <= 0 || d > 256 || (d & 1)) {
         snprintf(why, cap, "head_dim %d: the GPU attention takes even head_dim up to 256", d);
@@ -64,6 +101,7 @@ int tq_gmodel_supports(const tq_arch* a, const tq_kv_codec* k, const tq_kv_codec
 #include <math.h>
 
 #include "codec_gpu.h"   // defines: tq_quantize_gpu_dev, tq_dequantize_gpu_dev
+#include "deltanet_gpu.h" // defines: tq_dn_conv_silu_cuda, tq_dn_delta_rule_cuda (hybrid families)
 #include "forward_gpu.h" // defines: the kernels' launchers, tq_gkv_side
 #include "hadamard.h"    // defines: tq_mix64, tq_rot_sign
 #include "lloydmax.h"    // defines: tq_lloydmax_unit_f32
@@ -115,6 +153,14 @@ typedef struct {
     int moe;
     gw router;      /* fp32 always: top-k must see the same logits as closely as possible */
     gw *e_gate, *e_up, *e_down;
+    /* hybrid families */
+    int fused;                      /* fused 3-D experts: expert e = row ranges of fused_gu / fused_down */
+    gw fused_gu, fused_down;        /* [E*2*mi x h] (gate rows, then up rows, per expert), [E*h x mi] */
+    int shared;                     /* sigmoid-gated shared expert */
+    gw s_gate, s_up, s_down, s_egate; /* s_egate [1 x h] fp32 */
+    int lin;                        /* Gated DeltaNet layer */
+    gw w_qkv, w_z, w_b, w_a, w_out; /* qwen3_next: w_qkv = in_proj_qkvz, w_b = in_proj_ba */
+    float *conv_w, *A_log, *dt_bias, *lin_norm;
 } glayer;
 
 struct tq_gmodel {
@@ -156,10 +202,21 @@ struct tq_gmodel {
     float* hrl;
     int *hsel, *hrows;
     float *hwsel, *hw;
+    /* hybrid families (qwen3_5, qwen3_5_moe, qwen3_next) */
+    int hybrid, next_layout, norm_plus1, out_gate, renorm;
+    int Hk, Hv, dk, dv, ck, conv_dim, Is;
+    int *kv_index, *lin_index;   /* [l1 - l0]: local full-attention / linear layer, -1 when the other kind */
+    int n_kv_local, n_lin_local, kv_offset;
+    int *map_q, *map_g, *map_mix, *map_z, *map_b, *map_a; /* device column maps (tq_fwd_gather_cols_cuda) */
+    float *mix, *zz, *bb, *aa, *dno, *tmp, *gate, *sw;     /* activations of the hybrid layers */
 };
 
 struct tq_gkv {
-    int nl;
+    int nl;               /* full-attention layers of the model part */
+    int n_lin;            /* linear-attention layers: recurrent state per layer */
+    int* lin_len;         /* [n_lin] tokens seen */
+    float* lin_state;     /* device [n_lin x lin_floats]: conv state (K-1) x conv_dim, then delta state Hv x dk x dv */
+    size_t lin_floats;
     tq_gkv_shape sh;
     tq_gkv_side* side[2]; /* [nl] each */
     int* len;
@@ -217,14 +274,27 @@ static tq_status stage_dev(tq_gmodel* m, size_t n)
     return TQ_OK;
 }
 
-/* A small fp32 vector (norm, bias) on the device. */
-static tq_status up_vec(tq_gmodel* m, tq_wsource* src, const char* name, int64_t n, float** out)
+/* A small fp32 vector (norm, bias) on the device; plus1: a zero-centered norm (stored w, applied 1 + w). */
+static tq_status up_vec1(tq_gmodel* m, tq_wsource* src, const char* name, int64_t n, int plus1, float** out)
 {
     TQ_FORWARD(read_host(m, src, name, 1, n));
+    if (plus1)
+        for (int64_t i = 0; i < n; i++) m->hstage[i] += 1.0f;
     TQ_FORWARD(dmalloc((void**)out, (size_t)n * sizeof(float)));
     CK(cudaMemcpy(*out, m->hstage, (size_t)n * sizeof(float), cudaMemcpyHostToDevice));
     m->bytes += (size_t)n * sizeof(float);
     return TQ_OK;
+}
+
+static tq_status up_vec(tq_gmodel* m, tq_wsource* src, const char* name, int64_t n, float** out)
+{
+    return up_vec1(m, src, name, n, 0, out);
+}
+
+/* A norm weight: zero-centered in the hybrid families (as pipeline/model.c's load_norm). */
+static tq_status up_norm(tq_gmodel* m, tq_wsource* src, const char* name, int64_t n, float** out)
+{
+    return up_vec1(m, src, name, n, m->norm_plus1, out);
 }
 
 /* A matrix: fp32 (force_f32 or fp32 model), bf16, or packed (linear weights of a packed model). */
@@ -277,7 +347,8 @@ static void free_gw(gw* w)
 
 static void free_glayer(glayer* L, int E)
 {
-    float* v[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo, L->q_norm, L->k_norm};
+    float* v[] = {L->attn_norm, L->ffn_norm, L->bq, L->bk, L->bv, L->bo, L->q_norm, L->k_norm,
+                  L->conv_w, L->A_log, L->dt_bias, L->lin_norm};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
         if (v[i]) cudaFree(v[i]);
     free_gw(&L->wq);
@@ -288,7 +359,10 @@ static void free_glayer(glayer* L, int E)
     free_gw(&L->w_up);
     free_gw(&L->w_down);
     free_gw(&L->router);
-    for (int e = 0; e < E; e++) {
+    gw* hy[] = {&L->fused_gu, &L->fused_down, &L->s_gate, &L->s_up, &L->s_down, &L->s_egate,
+                &L->w_qkv, &L->w_z, &L->w_b, &L->w_a, &L->w_out};
+    for (size_t i = 0; i < sizeof hy / sizeof hy[0]; i++) free_gw(hy[i]);
+    for (int e = 0; e < E && !L->fused; e++) {
         if (L->e_gate) free_gw(&L->e_gate[e]);
         if (L->e_up) free_gw(&L->e_up[e]);
         if (L->e_down) free_gw(&L->e_down[e]);
@@ -306,11 +380,41 @@ static tq_status load_glayer(tq_gmodel* m, tq_wsource* src, int l, glayer* L)
     int64_t h = m->hidden, qd = (int64_t)m->nq * m->hd, kd = (int64_t)m->nkv * m->hd;
 #define NM(suffix) snprintf(n, sizeof n, "%slayers.%d.%s", p, l, suffix)
     NM("input_layernorm.weight");
-    TQ_FORWARD(up_vec(m, src, n, h, &L->attn_norm));
+    TQ_FORWARD(up_norm(m, src, n, h, &L->attn_norm));
     NM("post_attention_layernorm.weight");
-    TQ_FORWARD(up_vec(m, src, n, h, &L->ffn_norm));
+    TQ_FORWARD(up_norm(m, src, n, h, &L->ffn_norm));
+    L->lin = m->hybrid && a->layer_types[l] == TQ_LAYER_LINEAR_ATTN;
+    if (L->lin) {
+        int64_t kdl = (int64_t)m->Hk * m->dk, vdl = (int64_t)m->Hv * m->dv;
+        if (m->next_layout) {
+            NM("linear_attn.in_proj_qkvz.weight");
+            TQ_FORWARD(up_w(m, src, n, 2 * kdl + 2 * vdl, h, 1, 0, &L->w_qkv));
+            NM("linear_attn.in_proj_ba.weight");
+            TQ_FORWARD(up_w(m, src, n, 2 * (int64_t)m->Hv, h, 1, 0, &L->w_b));
+        } else {
+            NM("linear_attn.in_proj_qkv.weight");
+            TQ_FORWARD(up_w(m, src, n, 2 * kdl + vdl, h, 1, 0, &L->w_qkv));
+            NM("linear_attn.in_proj_z.weight");
+            TQ_FORWARD(up_w(m, src, n, vdl, h, 1, 0, &L->w_z));
+            NM("linear_attn.in_proj_b.weight");
+            TQ_FORWARD(up_w(m, src, n, m->Hv, h, 1, 0, &L->w_b));
+            NM("linear_attn.in_proj_a.weight");
+            TQ_FORWARD(up_w(m, src, n, m->Hv, h, 1, 0, &L->w_a));
+        }
+        NM("linear_attn.conv1d.weight");
+        TQ_FORWARD(up_vec(m, src, n, (int64_t)m->conv_dim * m->ck, &L->conv_w));
+        NM("linear_attn.A_log");
+        TQ_FORWARD(up_vec(m, src, n, m->Hv, &L->A_log));
+        NM("linear_attn.dt_bias");
+        TQ_FORWARD(up_vec(m, src, n, m->Hv, &L->dt_bias));
+        NM("linear_attn.norm.weight"); /* RMSNormGated: plain weight, not 1 + w */
+        TQ_FORWARD(up_vec(m, src, n, m->dv, &L->lin_norm));
+        NM("linear_attn.out_proj.weight");
+        TQ_FORWARD(up_w(m, src, n, h, vdl, 1, 0, &L->w_out));
+        goto mlp;
+    }
     NM("self_attn.q_proj.weight");
-    TQ_FORWARD(up_w(m, src, n, qd, h, 1, 0, &L->wq));
+    TQ_FORWARD(up_w(m, src, n, qd * (m->out_gate ? 2 : 1), h, 1, 0, &L->wq));
     NM("self_attn.k_proj.weight");
     TQ_FORWARD(up_w(m, src, n, kd, h, 1, 0, &L->wk));
     NM("self_attn.v_proj.weight");
@@ -319,7 +423,7 @@ static tq_status load_glayer(tq_gmodel* m, tq_wsource* src, int l, glayer* L)
     TQ_FORWARD(up_w(m, src, n, h, qd, 1, 0, &L->wo));
     NM("self_attn.q_proj.bias");
     if (a->attn_bias || src->has(src->ctx, n)) {
-        TQ_FORWARD(up_vec(m, src, n, qd, &L->bq));
+        TQ_FORWARD(up_vec(m, src, n, qd * (m->out_gate ? 2 : 1), &L->bq));
         NM("self_attn.k_proj.bias");
         TQ_FORWARD(up_vec(m, src, n, kd, &L->bk));
         NM("self_attn.v_proj.bias");
@@ -329,19 +433,38 @@ static tq_status load_glayer(tq_gmodel* m, tq_wsource* src, int l, glayer* L)
     if (src->has(src->ctx, n)) TQ_FORWARD(up_vec(m, src, n, h, &L->bo));
     NM("self_attn.q_norm.weight");
     if (a->qk_norm || src->has(src->ctx, n)) {
-        TQ_FORWARD(up_vec(m, src, n, m->hd, &L->q_norm));
+        TQ_FORWARD(up_norm(m, src, n, m->hd, &L->q_norm));
         NM("self_attn.k_norm.weight");
-        TQ_FORWARD(up_vec(m, src, n, m->hd, &L->k_norm));
+        TQ_FORWARD(up_norm(m, src, n, m->hd, &L->k_norm));
     }
+mlp:
     NM("mlp.gate.weight");
     if (a->n_experts > 0 && src->has(src->ctx, n)) {
         L->moe = 1;
         int64_t E = a->n_experts, mi = a->moe_intermediate;
         TQ_FORWARD(up_w(m, src, n, E, h, 0, 1, &L->router));
         NM("mlp.shared_expert_gate.weight");
-        TQ_RETURN_IF(src->has(src->ctx, n), TQ_ERR_UNSUPPORTED, "%s: shared experts run on the CPU only (--device cpu)", src->desc);
+        if (src->has(src->ctx, n)) {
+            int64_t Is = a->shared_intermediate;
+            TQ_RETURN_IF(Is <= 0, TQ_ERR_FORMAT, "%s: layer %d has a shared expert but the config no shared_expert_intermediate_size",
+                         src->desc, l);
+            L->shared = 1;
+            TQ_FORWARD(up_w(m, src, n, 1, h, 0, 1, &L->s_egate));
+            NM("mlp.shared_expert.gate_proj.weight");
+            TQ_FORWARD(up_w(m, src, n, Is, h, 1, 0, &L->s_gate));
+            NM("mlp.shared_expert.up_proj.weight");
+            TQ_FORWARD(up_w(m, src, n, Is, h, 1, 0, &L->s_up));
+            NM("mlp.shared_expert.down_proj.weight");
+            TQ_FORWARD(up_w(m, src, n, h, Is, 1, 0, &L->s_down));
+        }
         NM("mlp.experts.gate_up_proj");
-        TQ_RETURN_IF(src->has(src->ctx, n), TQ_ERR_UNSUPPORTED, "%s: fused 3-D experts run on the CPU only (--device cpu)", src->desc);
+        if (src->has(src->ctx, n)) { /* fused 3-D experts: one matrix each, experts are row ranges */
+            L->fused = 1;
+            TQ_FORWARD(up_w(m, src, n, E * 2 * mi, h, 1, 0, &L->fused_gu));
+            NM("mlp.experts.down_proj");
+            TQ_FORWARD(up_w(m, src, n, E * h, mi, 1, 0, &L->fused_down));
+            return TQ_OK;
+        }
         L->e_gate = calloc((size_t)E, sizeof(gw));
         L->e_up = calloc((size_t)E, sizeof(gw));
         L->e_down = calloc((size_t)E, sizeof(gw));
@@ -369,6 +492,61 @@ static tq_status load_glayer(tq_gmodel* m, tq_wsource* src, int l, glayer* L)
     }
 #undef NM
     return TQ_OK;
+}
+
+static tq_status up_map(const int* h, int n, int** out)
+{
+    TQ_FORWARD(dmalloc((void**)out, (size_t)(n > 0 ? n : 1) * sizeof(int)));
+    if (n > 0) CK(cudaMemcpy(*out, h, (size_t)n * sizeof(int), cudaMemcpyHostToDevice));
+    return TQ_OK;
+}
+
+/* Column maps of the hybrid layers (pipeline/model.c does the same copies on the CPU): the gated q_proj
+ * output per head [query hd | gate hd]; qwen3_next's in_proj_qkvz per key head [q dk | k dk | v rep*dv |
+ * z rep*dv] and in_proj_ba per key head [b rep | a rep]. */
+static tq_status make_maps(tq_gmodel* m)
+{
+    const int hd = m->hd, nq = m->nq, qd = nq * hd;
+    const int dk = m->dk, dv = m->dv, Hk = m->Hk, Hv = m->Hv;
+    const int kd = Hk * dk, vd = Hv * dv, rep = Hk > 0 ? Hv / Hk : 1, C = m->conv_dim;
+    size_t cap = (size_t)2 * qd + (size_t)C + vd + 2 * (size_t)Hv + 4;
+    int* h = malloc(cap * sizeof(int));
+    TQ_RETURN_IF(!h, TQ_ERR_NOMEM, "out of memory");
+    tq_status rc = TQ_OK;
+    for (int hh = 0; hh < nq; hh++)
+        for (int i = 0; i < hd; i++) {
+            h[hh * hd + i] = hh * 2 * hd + i;
+            h[qd + hh * hd + i] = hh * 2 * hd + hd + i;
+        }
+    rc = up_map(h, qd, &m->map_q);
+    if (rc == TQ_OK) rc = up_map(h + qd, qd, &m->map_g);
+    if (rc == TQ_OK && m->next_layout && m->n_lin_local > 0) {
+        const int gw = 2 * dk + 2 * rep * dv;
+        int* mz = h + C;
+        for (int g = 0; g < Hk; g++) {
+            for (int i = 0; i < dk; i++) {
+                h[g * dk + i] = g * gw + i;
+                h[kd + g * dk + i] = g * gw + dk + i;
+            }
+            for (int i = 0; i < rep * dv; i++) {
+                h[2 * kd + g * rep * dv + i] = g * gw + 2 * dk + i;
+                mz[g * rep * dv + i] = g * gw + 2 * dk + rep * dv + i;
+            }
+        }
+        rc = up_map(h, C, &m->map_mix);
+        if (rc == TQ_OK) rc = up_map(mz, vd, &m->map_z);
+        if (rc == TQ_OK) {
+            for (int g = 0; g < Hk; g++)
+                for (int i = 0; i < rep; i++) {
+                    h[g * rep + i] = g * 2 * rep + i;
+                    h[Hv + g * rep + i] = g * 2 * rep + rep + i;
+                }
+            rc = up_map(h, Hv, &m->map_b);
+        }
+        if (rc == TQ_OK) rc = up_map(h + Hv, Hv, &m->map_a);
+    }
+    free(h);
+    return rc;
 }
 
 tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* o, tq_gmodel** out)
@@ -413,7 +591,41 @@ tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* 
     TQ_GOTO_FAIL(m->nq <= 0 || m->nkv <= 0 || m->nq % m->nkv || m->hd <= 0, TQ_ERR_FORMAT, fail,
                  "%s: bad head configuration (%d heads, %d kv heads, head_dim %d)", src->desc, m->nq, m->nkv, m->hd);
     TQ_GOTO_FAIL(m->E > 0 && (m->K <= 0 || m->K > m->E), TQ_ERR_FORMAT, fail, "MoE config: top_k %d with %d experts", m->K, m->E);
+    {
+        const char* mt = a->model_type;
+        m->hybrid = !strcmp(mt, "qwen3_5") || !strcmp(mt, "qwen3_5_moe") || !strcmp(mt, "qwen3_next");
+        /* Qwen3_5MoeTopKRouter always renormalizes the top-k weights (as pipeline/model.c's moe_ffn) */
+        m->renorm = a->norm_topk_prob || !strcmp(mt, "qwen3_5_moe");
+        m->Is = a->shared_intermediate > 0 ? a->shared_intermediate : 0;
+        if (m->hybrid) {
+            m->next_layout = !strcmp(mt, "qwen3_next");
+            m->norm_plus1 = 1;
+            m->out_gate = a->attn_output_gate;
+            m->Hk = a->lin_k_heads;
+            m->Hv = a->lin_v_heads;
+            m->dk = a->lin_k_dim;
+            m->dv = a->lin_v_dim;
+            m->ck = a->lin_conv_kernel;
+            m->conv_dim = 2 * m->Hk * m->dk + m->Hv * m->dv;
+        }
+        int nl = l1 - l0 > 0 ? l1 - l0 : 1;
+        m->kv_index = malloc((size_t)nl * sizeof(int));
+        m->lin_index = malloc((size_t)nl * sizeof(int));
+        TQ_GOTO_FAIL(!m->kv_index || !m->lin_index, TQ_ERR_NOMEM, fail, "out of memory");
+        for (int l = 0; l < l1; l++) { /* same numbering as pipeline/model.c: KV codec seeds by global full-attention index */
+            int lin = m->hybrid && a->layer_types[l] == TQ_LAYER_LINEAR_ATTN;
+            if (l < l0) {
+                m->kv_offset += !lin;
+                continue;
+            }
+            m->kv_index[l - l0] = lin ? -1 : m->n_kv_local++;
+            m->lin_index[l - l0] = lin ? m->n_lin_local++ : -1;
+        }
+    }
     if (o->packed && o->packed[0]) {
+        TQ_GOTO_FAIL(m->hybrid, TQ_ERR_UNSUPPORTED, fail,
+                     "%s: packed GPU weights (%s) are not verified for model_type '%s': use fp32 or bf16 GPU weights, or "
+                     "the CPU", src->desc, o->packed, a->model_type);
         TQ_CHECK_GOTO(tq_codec_parse(o->packed, o->group, &m->pcodec), fail);
         m->packed = 1;
     }
@@ -443,13 +655,14 @@ tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* 
         if (l0 == 0 || (last && tied)) TQ_CHECK_GOTO(up_w(m, src, n, a->vocab, a->hidden, 0, 0, &m->embed), fail);
         if (last) {
             snprintf(n, sizeof n, "%snorm.weight", a->prefix);
-            TQ_CHECK_GOTO(up_vec(m, src, n, a->hidden, &m->final_norm), fail);
+            TQ_CHECK_GOTO(up_norm(m, src, n, a->hidden, &m->final_norm), fail);
             if (!tied)
                 TQ_CHECK_GOTO(up_w(m, src, "lm_head.weight", a->vocab, a->hidden, 0, 0, &m->head), fail);
             else
                 m->head_is_embed = 1;
         }
     }
+    if (m->hybrid) TQ_CHECK_GOTO(make_maps(m), fail);
     free(m->hstage); /* loading done: no host copy of any weight stays */
     m->hstage = NULL;
     m->hstage_cap = 0;
@@ -469,6 +682,10 @@ static void free_act(tq_gmodel* m)
                  m->dw, m->drows};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
         if (p[i]) cudaFree(p[i]);
+    float* hy[] = {m->mix, m->zz, m->bb, m->aa, m->dno, m->tmp, m->gate, m->sw};
+    for (size_t i = 0; i < sizeof hy / sizeof hy[0]; i++)
+        if (hy[i]) cudaFree(hy[i]);
+    m->mix = m->zz = m->bb = m->aa = m->dno = m->tmp = m->gate = m->sw = NULL;
     m->x = m->xb = m->q = m->k = m->v = m->att = m->hb = m->hb2 = m->qr = m->cs = m->xin = m->mo = m->rl = m->dw = NULL;
     m->x16 = NULL;
     m->tok = m->drows = NULL;
@@ -495,6 +712,11 @@ void tq_gmodel_free(tq_gmodel** pm)
     free_gw(&m->head);
     if (m->final_norm) cudaFree(m->final_norm);
     free_act(m);
+    int* maps[] = {m->map_q, m->map_g, m->map_mix, m->map_z, m->map_b, m->map_a};
+    for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
+        if (maps[i]) cudaFree(maps[i]);
+    free(m->kv_index);
+    free(m->lin_index);
     if (m->logits) cudaFree(m->logits);
     if (m->work) cudaFree(m->work);
     if (m->wscratch) cudaFree(m->wscratch);
@@ -538,11 +760,16 @@ tq_status tq_gmodel_reserve(tq_gmodel* m, int T)
     free_act(m);
     int cap = T < 16 ? 16 : T;
     size_t h = (size_t)m->hidden, qd = (size_t)m->nq * m->hd, kd = (size_t)m->nkv * m->hd;
-    size_t I = (size_t)m->I, mi = (size_t)m->mi;
+    size_t I = (size_t)m->I, mi = (size_t)m->mi, Is = (size_t)m->Is;
+    size_t vd = (size_t)m->Hv * m->dv;
     size_t wmax = h;
     if (qd > wmax) wmax = qd;
     if (I > wmax) wmax = I;
     if (mi > wmax) wmax = mi;
+    if (Is > wmax) wmax = Is;
+    if (m->hybrid && vd > wmax) wmax = vd;
+    size_t hbw = m->E > 0 ? (I > mi ? I : mi) : I; /* hb / hb2 width */
+    if (Is > hbw) hbw = Is;
     TQ_FORWARD(dmalloc((void**)&m->x, cap * h * sizeof(float)));
     TQ_FORWARD(dmalloc((void**)&m->xb, cap * h * sizeof(float)));
     TQ_FORWARD(dmalloc((void**)&m->q, cap * qd * sizeof(float)));
@@ -550,8 +777,21 @@ tq_status tq_gmodel_reserve(tq_gmodel* m, int T)
     TQ_FORWARD(dmalloc((void**)&m->k, cap * kd * sizeof(float)));
     TQ_FORWARD(dmalloc((void**)&m->v, cap * kd * sizeof(float)));
     TQ_FORWARD(dmalloc((void**)&m->att, cap * qd * sizeof(float)));
-    TQ_FORWARD(dmalloc((void**)&m->hb, cap * (m->E > 0 ? (I > mi ? I : mi) : I) * sizeof(float)));
-    TQ_FORWARD(dmalloc((void**)&m->hb2, cap * (m->E > 0 ? (I > mi ? I : mi) : I) * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->hb, cap * hbw * sizeof(float)));
+    TQ_FORWARD(dmalloc((void**)&m->hb2, cap * hbw * sizeof(float)));
+    if (m->hybrid) {
+        size_t C = (size_t)m->conv_dim, Hv = (size_t)m->Hv, kd = (size_t)m->Hk * m->dk;
+        size_t tw = 2 * qd; /* gated q_proj output; qwen3_next: in_proj_qkvz / ba outputs */
+        if (2 * kd + 2 * vd > tw) tw = 2 * kd + 2 * vd;
+        if (2 * Hv > tw) tw = 2 * Hv;
+        TQ_FORWARD(dmalloc((void**)&m->tmp, cap * tw * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->gate, cap * qd * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->mix, cap * (C > 0 ? C : 1) * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->zz, cap * (vd > 0 ? vd : 1) * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->dno, cap * (vd > 0 ? vd : 1) * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->bb, cap * (Hv > 0 ? Hv : 1) * sizeof(float)));
+        TQ_FORWARD(dmalloc((void**)&m->aa, cap * (Hv > 0 ? Hv : 1) * sizeof(float)));
+    }
     TQ_FORWARD(dmalloc((void**)&m->cs, cap * (size_t)(m->rope.rot_dim > 0 ? m->rope.rot_dim : 2) * sizeof(float)));
     TQ_FORWARD(dmalloc((void**)&m->x16, (cap * wmax + 2) * sizeof(uint16_t)));
     TQ_FORWARD(dmalloc((void**)&m->tok, cap * sizeof(int)));
@@ -564,6 +804,7 @@ tq_status tq_gmodel_reserve(tq_gmodel* m, int T)
         TQ_FORWARD(dmalloc((void**)&m->rl, cap * E * sizeof(float)));
         TQ_FORWARD(dmalloc((void**)&m->dw, cap * K * sizeof(float)));
         TQ_FORWARD(dmalloc((void**)&m->drows, cap * K * sizeof(int)));
+        TQ_FORWARD(dmalloc((void**)&m->sw, cap * sizeof(float)));
         m->hrl = malloc(cap * E * sizeof(float));
         m->hsel = malloc(cap * K * sizeof(int));
         m->hwsel = malloc(cap * K * sizeof(float));
@@ -614,13 +855,16 @@ static tq_status cast_in(tq_gmodel* m, const float* x, int64_t n, const uint16_t
     return TQ_OK;
 }
 
-/* y [T x rows] = beta * y + x [T x cols] · Wᵀ. */
-static tq_status gemm(tq_gmodel* m, float* y, const float* x, const uint16_t* x16, const gw* w, int T, float beta)
+/* y [T x nrows] = beta * y + x [T x cols] · W[row0 .. row0 + nrows)ᵀ (a row range: one expert of fused
+ * 3-D experts). */
+static tq_status gemm_rows(tq_gmodel* m, float* y, const float* x, const uint16_t* x16, const gw* w, int64_t row0,
+                           int64_t nrows, int T, float beta)
 {
     const void* A = w->p;
     int bf = w->bf16;
+    if (A) A = bf ? (const void*)((const uint16_t*)A + row0 * w->cols) : (const void*)((const float*)A + row0 * w->cols);
     if (w->packed) {
-        TQ_FORWARD(tq_dequantize_gpu_dev(m->st, &w->q, (const uint8_t* const*)w->dparts, 0, w->rows, m->wscratch, TQ_BF16, 0));
+        TQ_FORWARD(tq_dequantize_gpu_dev(m->st, &w->q, (const uint8_t* const*)w->dparts, row0, nrows, m->wscratch, TQ_BF16, 0));
         A = m->wscratch;
         bf = 1;
     }
@@ -628,9 +872,15 @@ static tq_status gemm(tq_gmodel* m, float* y, const float* x, const uint16_t* x1
     const void* B = bf ? (const void*)x16 : (const void*)x;
     TQ_RETURN_IF(bf && !x16, TQ_ERR_ARG, "internal: bf16 GEMM without a bf16 input");
     cudaDataType t = bf ? CUDA_R_16BF : CUDA_R_32F;
-    CB(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)w->rows, T, (int)w->cols, &alpha, A, t, (int)w->cols, B, t,
-                    (int)w->cols, &beta, y, CUDA_R_32F, (int)w->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    CB(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nrows, T, (int)w->cols, &alpha, A, t, (int)w->cols, B, t,
+                    (int)w->cols, &beta, y, CUDA_R_32F, (int)nrows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return TQ_OK;
+}
+
+/* y [T x rows] = beta * y + x [T x cols] · Wᵀ. */
+static tq_status gemm(tq_gmodel* m, float* y, const float* x, const uint16_t* x16, const gw* w, int T, float beta)
+{
+    return gemm_rows(m, y, x, x16, w, 0, w->rows, T, beta);
 }
 
 tq_status tq_gmodel_embed(tq_gmodel* m, const int* tokens, int T)
@@ -667,7 +917,7 @@ static tq_status moe_ffn(tq_gmodel* m, const glayer* L, int T, const float* xb)
             m->hwsel[t * K + k] = lg[best];
             sum += lg[best];
         }
-        if (m->arch->norm_topk_prob)
+        if (m->renorm)
             for (int k = 0; k < K; k++) m->hwsel[t * K + k] /= sum;
     }
     /* rows grouped per expert: one upload */
@@ -695,12 +945,33 @@ static tq_status moe_ffn(tq_gmodel* m, const glayer* L, int T, const float* xb)
         const uint16_t* x16 = NULL;
         rc = tq_fwd_gather_rows_cuda(m->st, m->xin, xb, m->drows + start[e], ne, h);
         if (rc == TQ_OK) rc = cast_in(m, m->xin, (int64_t)ne * h, &x16);
-        if (rc == TQ_OK) rc = gemm(m, m->hb, m->xin, x16, &L->e_gate[e], ne, 0.0f);
-        if (rc == TQ_OK) rc = gemm(m, m->hb2, m->xin, x16, &L->e_up[e], ne, 0.0f);
+        if (L->fused) { /* expert e: gate rows e*2mi.., up rows e*2mi+mi.., down rows e*h.. */
+            if (rc == TQ_OK) rc = gemm_rows(m, m->hb, m->xin, x16, &L->fused_gu, (int64_t)e * 2 * mi, mi, ne, 0.0f);
+            if (rc == TQ_OK) rc = gemm_rows(m, m->hb2, m->xin, x16, &L->fused_gu, (int64_t)e * 2 * mi + mi, mi, ne, 0.0f);
+        } else {
+            if (rc == TQ_OK) rc = gemm(m, m->hb, m->xin, x16, &L->e_gate[e], ne, 0.0f);
+            if (rc == TQ_OK) rc = gemm(m, m->hb2, m->xin, x16, &L->e_up[e], ne, 0.0f);
+        }
         if (rc == TQ_OK) rc = tq_fwd_swiglu_cuda(m->st, m->hb, m->hb2, (int64_t)ne * mi);
         if (rc == TQ_OK) rc = cast_in(m, m->hb, (int64_t)ne * mi, &x16);
-        if (rc == TQ_OK) rc = gemm(m, m->mo, m->hb, x16, &L->e_down[e], ne, 0.0f);
+        if (L->fused) {
+            if (rc == TQ_OK) rc = gemm_rows(m, m->mo, m->hb, x16, &L->fused_down, (int64_t)e * h, h, ne, 0.0f);
+        } else if (rc == TQ_OK) {
+            rc = gemm(m, m->mo, m->hb, x16, &L->e_down[e], ne, 0.0f);
+        }
         if (rc == TQ_OK) rc = tq_fwd_scatter_add_cuda(m->st, m->x, m->mo, m->drows + start[e], m->dw + start[e], ne, h);
+    }
+    if (L->shared && rc == TQ_OK) { /* shared expert, scaled by sigmoid(shared_expert_gate · x) */
+        const uint16_t* x16 = NULL;
+        const int Is = m->Is;
+        rc = gemm(m, m->sw, xb, NULL, &L->s_egate, T, 0.0f);
+        if (rc == TQ_OK) rc = cast_in(m, xb, (int64_t)T * h, &x16);
+        if (rc == TQ_OK) rc = gemm(m, m->hb, xb, x16, &L->s_gate, T, 0.0f);
+        if (rc == TQ_OK) rc = gemm(m, m->hb2, xb, x16, &L->s_up, T, 0.0f);
+        if (rc == TQ_OK) rc = tq_fwd_swiglu_cuda(m->st, m->hb, m->hb2, (int64_t)T * Is);
+        if (rc == TQ_OK) rc = cast_in(m, m->hb, (int64_t)T * Is, &x16);
+        if (rc == TQ_OK) rc = gemm(m, m->mo, m->hb, x16, &L->s_down, T, 0.0f);
+        if (rc == TQ_OK) rc = tq_fwd_add_sigmoid_rows_cuda(m->st, m->x, m->mo, m->sw, T, h);
     }
     /* hrows / hw are read by the pending copies: wait before the next layer may overwrite them */
     ce = cudaStreamSynchronize(m->st);
@@ -709,11 +980,50 @@ static tq_status moe_ffn(tq_gmodel* m, const glayer* L, int T, const float* xb)
     return rc;
 }
 
+/* Gated DeltaNet layer (pipeline/model.c's lin_attn on the device): x += out_proj(gated norm(delta rule(
+ * conv(in_proj(xb))))), with the layer's recurrent state in the GPU cache. */
+static tq_status lin_attn_gpu(tq_gmodel* m, const glayer* L, tq_gkv* kv, int li, int T, int pos0)
+{
+    const int Hk = m->Hk, Hv = m->Hv, dk = m->dk, dv = m->dv, K = m->ck, C = m->conv_dim;
+    const int kd = Hk * dk, vd = Hv * dv;
+    const uint16_t* x16 = NULL;
+    TQ_FORWARD(cast_in(m, m->xb, (int64_t)T * m->hidden, &x16));
+    if (m->next_layout) {
+        TQ_FORWARD(gemm(m, m->tmp, m->xb, x16, &L->w_qkv, T, 0.0f));
+        TQ_FORWARD(tq_fwd_gather_cols_cuda(m->st, m->mix, C, m->tmp, 2 * kd + 2 * vd, m->map_mix, T));
+        TQ_FORWARD(tq_fwd_gather_cols_cuda(m->st, m->zz, vd, m->tmp, 2 * kd + 2 * vd, m->map_z, T));
+        TQ_FORWARD(gemm(m, m->tmp, m->xb, x16, &L->w_b, T, 0.0f));
+        TQ_FORWARD(tq_fwd_gather_cols_cuda(m->st, m->bb, Hv, m->tmp, 2 * Hv, m->map_b, T));
+        TQ_FORWARD(tq_fwd_gather_cols_cuda(m->st, m->aa, Hv, m->tmp, 2 * Hv, m->map_a, T));
+    } else {
+        TQ_FORWARD(gemm(m, m->mix, m->xb, x16, &L->w_qkv, T, 0.0f));
+        TQ_FORWARD(gemm(m, m->zz, m->xb, x16, &L->w_z, T, 0.0f));
+        TQ_FORWARD(gemm(m, m->bb, m->xb, x16, &L->w_b, T, 0.0f));
+        TQ_FORWARD(gemm(m, m->aa, m->xb, x16, &L->w_a, T, 0.0f));
+    }
+    float* conv_state = kv->lin_state + (size_t)li * kv->lin_floats;
+    float* S = conv_state + (size_t)(K - 1) * C;
+    if (pos0 == 0) CK(cudaMemsetAsync(conv_state, 0, kv->lin_floats * sizeof(float), m->st)); /* new sequence */
+    TQ_FORWARD(tq_dn_conv_silu_cuda(m->st, m->mix, L->conv_w, conv_state, T, C, K));
+    TQ_FORWARD(tq_dn_gates_cuda(m->st, m->bb, m->aa, L->A_log, L->dt_bias, T, Hv));
+    TQ_FORWARD(tq_dn_l2norm_cuda(m->st, m->mix, C, T, Hk, dk, 1.0f / sqrtf((float)dk)));
+    TQ_FORWARD(tq_dn_l2norm_cuda(m->st, m->mix + kd, C, T, Hk, dk, 1.0f));
+    TQ_FORWARD(tq_dn_delta_rule_cuda(m->st, m->mix, m->mix + kd, m->mix + 2 * kd, C, m->aa, m->bb, S, T, Hk, Hv, dk, dv,
+                                     m->dno));
+    TQ_FORWARD(tq_dn_rmsnorm_gated_cuda(m->st, m->dno, m->zz, L->lin_norm, (int64_t)T * Hv, dv, m->eps));
+    TQ_FORWARD(cast_in(m, m->dno, (int64_t)T * vd, &x16));
+    TQ_FORWARD(gemm(m, m->x, m->dno, x16, &L->w_out, T, 1.0f)); /* residual: x += o · W_outᵀ */
+    kv->lin_len[li] += T;
+    return TQ_OK;
+}
+
 tq_status tq_gmodel_layers(tq_gmodel* m, tq_gkv* kv, int T, int pos0)
 {
     if (m->l1 == m->l0 || T <= 0) return TQ_OK;
     TQ_FORWARD(tq_gmodel_reserve(m, T));
-    TQ_RETURN_IF(kv->nl != m->l1 - m->l0, TQ_ERR_ARG, "GPU KV cache holds %d layers, the model part %d", kv->nl, m->l1 - m->l0);
+    TQ_RETURN_IF(kv->nl != m->n_kv_local || kv->n_lin != m->n_lin_local, TQ_ERR_ARG,
+                 "GPU KV cache holds %d full-attention and %d linear-attention layers, the model part %d and %d: create it "
+                 "with tq_gmodel_kv_create", kv->nl, kv->n_lin, m->n_kv_local, m->n_lin_local);
     const int h = m->hidden, hd = m->hd, nq = m->nq, nkv = m->nkv, qd = nq * hd, kd = nkv * hd, I = m->I;
     const int half = m->rope.rot_dim / 2;
     for (int t = 0; t < T; t++) /* cos / sin exactly as tq_rope_apply_ref computes them */
@@ -736,18 +1046,34 @@ tq_status tq_gmodel_layers(tq_gmodel* m, tq_gkv* kv, int T, int pos0)
     const uint16_t* x16 = NULL;
     for (int l = m->l0; l < m->l1; l++) {
         const glayer* L = &m->layers[l - m->l0];
-        int ll = l - m->l0;
+        if (L->lin) {
+            int li = m->lin_index[l - m->l0];
+            TQ_RETURN_IF(kv->lin_len[li] != pos0, TQ_ERR_ARG,
+                         "GPU recurrent state of layer %d has seen %d tokens but the batch starts at position %d", l,
+                         kv->lin_len[li], pos0);
+            TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->xb, m->x, L->attn_norm, T, h, m->eps));
+            TQ_FORWARD(lin_attn_gpu(m, L, kv, li, T, pos0));
+            goto ffn;
+        }
+        int ll = m->kv_index[l - m->l0];
         TQ_RETURN_IF(kv->len[ll] != pos0, TQ_ERR_ARG, "GPU KV cache of layer %d holds %d tokens but the batch starts at position %d",
                      l, kv->len[ll], pos0);
         TQ_RETURN_IF(pos0 + T > kv->sh.max_tokens, TQ_ERR_ARG,
                      "GPU KV cache: %d + %d tokens exceed the cache size %d (raise the context)", pos0, T, kv->sh.max_tokens);
         TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->xb, m->x, L->attn_norm, T, h, m->eps));
         TQ_FORWARD(cast_in(m, m->xb, (int64_t)T * h, &x16));
-        TQ_FORWARD(gemm(m, m->q, m->xb, x16, &L->wq, T, 0.0f));
+        if (m->out_gate) { /* q_proj rows per head: [query hd | gate hd] */
+            TQ_FORWARD(gemm(m, m->tmp, m->xb, x16, &L->wq, T, 0.0f));
+            if (L->bq) TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->tmp, L->bq, T, 2 * qd));
+            TQ_FORWARD(tq_fwd_gather_cols_cuda(m->st, m->q, qd, m->tmp, 2 * qd, m->map_q, T));
+            TQ_FORWARD(tq_fwd_gather_cols_cuda(m->st, m->gate, qd, m->tmp, 2 * qd, m->map_g, T));
+        } else {
+            TQ_FORWARD(gemm(m, m->q, m->xb, x16, &L->wq, T, 0.0f));
+            if (L->bq) TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->q, L->bq, T, qd));
+        }
         TQ_FORWARD(gemm(m, m->k, m->xb, x16, &L->wk, T, 0.0f));
         TQ_FORWARD(gemm(m, m->v, m->xb, x16, &L->wv, T, 0.0f));
         if (L->bq) {
-            TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->q, L->bq, T, qd));
             TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->k, L->bk, T, kd));
             TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->v, L->bv, T, kd));
         }
@@ -767,9 +1093,11 @@ tq_status tq_gmodel_layers(tq_gmodel* m, tq_gkv* kv, int T, int pos0)
         }
         TQ_FORWARD(tq_fwd_attend_cuda(m->st, m->att, qin, &kv->side[0][ll], &kv->side[1][ll], &kv->sh, T, pos0, scale,
                                       kv->rot_scale, m->work));
+        if (m->out_gate) TQ_FORWARD(tq_fwd_sigmoid_mul_cuda(m->st, m->att, m->gate, (int64_t)T * qd));
         TQ_FORWARD(cast_in(m, m->att, (int64_t)T * qd, &x16));
         TQ_FORWARD(gemm(m, m->x, m->att, x16, &L->wo, T, 1.0f)); /* residual: x += att · Woᵀ */
         if (L->bo) TQ_FORWARD(tq_fwd_bias_cuda(m->st, m->x, L->bo, T, h));
+    ffn:
         TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->xb, m->x, L->ffn_norm, T, h, m->eps));
         if (L->moe) {
             TQ_FORWARD(moe_ffn(m, L, T, m->xb));
@@ -852,8 +1180,18 @@ tq_status tq_gmodel_kv_create(const tq_gmodel* m, const tq_kv_codec* kc, const t
     tq_gkv* k = calloc(1, sizeof *k);
     TQ_RETURN_IF(!k, TQ_ERR_NOMEM, "out of memory");
     tq_status rc = TQ_OK;
-    const int nl = m->l1 - m->l0, d = m->hd, nkv = m->nkv;
+    const int nl = m->n_kv_local, d = m->hd, nkv = m->nkv;
     k->nl = nl;
+    k->n_lin = m->n_lin_local;
+    if (k->n_lin > 0) { /* recurrent state of the linear-attention layers, zeroed (a new sequence) */
+        k->lin_floats = (size_t)(m->ck - 1) * m->conv_dim + (size_t)m->Hv * m->dk * m->dv;
+        k->lin_len = calloc((size_t)k->n_lin, sizeof(int));
+        TQ_GOTO_FAIL(!k->lin_len, TQ_ERR_NOMEM, fail, "out of memory");
+        TQ_CHECK_GOTO(dmalloc((void**)&k->lin_state, (size_t)k->n_lin * k->lin_floats * sizeof(float)), fail);
+        TQ_GOTO_FAIL(cudaMemset(k->lin_state, 0, (size_t)k->n_lin * k->lin_floats * sizeof(float)) != cudaSuccess ||
+                         cudaDeviceSynchronize() != cudaSuccess,
+                     TQ_ERR_CUDA, fail, "CUDA memset (recurrent state) failed");
+    }
     k->dev = m->dev;
     k->sh.nkv = nkv;
     k->sh.nh = m->nq;
@@ -891,7 +1229,7 @@ tq_status tq_gmodel_kv_create(const tq_gmodel* m, const tq_kv_codec* kc, const t
                 for (int hh = 0; hh < nkv; hh++)
                     for (int j = 0; j < d; j++)
                         hs[((size_t)l * nkv + hh) * d + j] =
-                            tq_rot_sign(kv_key4(seed, (uint64_t)w, (uint64_t)(m->l0 + l), (uint64_t)hh), j);
+                            tq_rot_sign(kv_key4(seed, (uint64_t)w, (uint64_t)(m->kv_offset + l), (uint64_t)hh), j);
             rc = dmalloc((void**)&k->sign[w], ns * sizeof(float));
             if (rc == TQ_OK && cudaMemcpy(k->sign[w], hs, ns * sizeof(float), cudaMemcpyHostToDevice) != cudaSuccess)
                 rc = tq_fail(TQ_ERR_CUDA, "CUDA copy (KV signs) failed");
@@ -931,6 +1269,8 @@ void tq_gkv_free(tq_gkv** pk)
         free(k->side[w]);
     }
     free(k->len);
+    free(k->lin_len);
+    if (k->lin_state) cudaFree(k->lin_state);
     free(k);
     *pk = NULL;
 }
@@ -938,6 +1278,7 @@ void tq_gkv_free(tq_gkv** pk)
 void tq_gkv_reset(tq_gkv* k)
 {
     for (int l = 0; l < k->nl; l++) k->len[l] = 0;
+    for (int l = 0; l < k->n_lin; l++) k->lin_len[l] = 0; /* the state is zeroed by the next batch at position 0 */
 }
 
 size_t tq_gkv_bytes_per_token(const tq_gkv* k)
@@ -960,8 +1301,10 @@ tq_status tq_gkv_bench_fill(tq_gkv* k, int n)
         CK(cudaMemset(k->data[w], 0x11, nvec * k->stride[w]));
         if (k->norms[w]) CK(cudaMemset(k->norms[w], 0x11, nvec * sizeof(uint16_t)));
     }
+    if (k->lin_state) CK(cudaMemset(k->lin_state, 0, (size_t)k->n_lin * k->lin_floats * sizeof(float)));
     CK(cudaDeviceSynchronize());
     for (int l = 0; l < k->nl; l++) k->len[l] = n;
+    for (int l = 0; l < k->n_lin; l++) k->lin_len[l] = n;
     return TQ_OK;
 }
 

@@ -1,8 +1,15 @@
 /* model_gpu.h — the GPU forward pass (pipeline/model_gpu.c over the kernels of kernels/forward_gpu.cu and
  * cuBLAS): the same model as pipeline/model.h for llama / mistral / qwen2 / qwen3 (RMSNorm, RoPE with the
  * config's theta / scaling / partial rotary, grouped-query attention, qk-norm, biases, SwiGLU, tied or
- * untied head) and qwen3_moe (router softmax, top-k experts, renormalized when norm_topk_prob). The
- * hybrid families (qwen3_5, qwen3_5_moe, qwen3_next) run on the CPU only.
+ * untied head) and qwen3_moe (router softmax, top-k experts, renormalized when norm_topk_prob), and
+ * (helper "gpuhybrid") the hybrid families qwen3_5, qwen3_5_moe and qwen3_next: Gated DeltaNet layers
+ * (kernels/deltanet_gpu.h: cuBLAS in_proj, causal conv + SiLU, the recurrent gated delta rule, gated
+ * RMSNorm, out_proj; conv and delta states per sequence in the GPU cache), gated full attention (q_proj
+ * [query | gate] per head, sigmoid gate, partial rotary, zero-centered norms), the sigmoid-gated shared
+ * expert, fused 3-D experts (row ranges of one matrix) and qwen3_next's interleaved projections; fp32 or
+ * bf16 weights (packed weights are refused for these families: not verified). The hybrid path is switched
+ * by tq_gmodel_hybrid_enabled() (on by default; environment TQ_GPU_HYBRID=0 turns it off); when off,
+ * tq_gmodel_supports sends those families to the CPU.
  *
  * Weights are read from the same tq_wsource, tensor by tensor (one host staging buffer of the largest
  * tensor), for the layer range [l0, l1) only, and kept on the device in fp32 (exact comparisons with the
@@ -10,7 +17,8 @@
  * weight codec (e.g. "tq4"), the linear weights are quantized on the GPU at load (tq_quantize_gpu_dev)
  * and kept packed; each GEMM first dequantizes its weight into a bf16 scratch (tq_dequantize_gpu_dev).
  *
- * The KV cache lives on the device: f32, fp16, bf16, int8 and TurboQuant tq2/tq3/tq4 (+nc) for K and V
+ * The KV cache lives on the device (full-attention layers only; codec seeds by the global full-attention
+ * index as on the CPU, so tq codes match any layer split), plus the recurrent state of linear layers: f32, fp16, bf16, int8 and TurboQuant tq2/tq3/tq4 (+nc) for K and V
  * (same codes as kernels/kvcache_ref.c; tq keys are scored in the rotated domain). The split codecs
  * (tq2.5/tq3.5) and QJL keys are CPU-only: tq_gmodel_supports says so.
  *
@@ -35,6 +43,8 @@ tq_status tq_device_parse(const char* s, tq_device* out);
 
 /* 1 when this build has CUDA and at least one GPU is visible. */
 int tq_gmodel_gpu_present(void);
+/* 1 when the hybrid families may run on the GPU: TQ_GPU_HYBRID (0/1) if set, else the build default. */
+int tq_gmodel_hybrid_enabled(void);
 /* 1 when the GPU path runs this architecture with these KV codecs; else 0 and a reason in why. */
 int tq_gmodel_supports(const tq_arch* a, const tq_kv_codec* k, const tq_kv_codec* v, char* why, size_t cap);
 

@@ -97,14 +97,44 @@ static int forder_cmp(const void* a, const void* b)
     return (x->idx > y->idx) - (x->idx < y->idx);
 }
 
-tq_status tq_qbatch_file_order(const tq_ckpt* c, const tq_unitlist* u, int64_t** order)
+static uint64_t codec_factor(const tq_plan_entry* pe)
+{
+    tq_codec cd;
+    if (!pe || tq_codec_parse(pe->codec, pe->group, &cd) != TQ_OK) return 8;
+    switch (cd.kind) {
+    case TQ_CODEC_TQ: return 8;
+    case TQ_CODEC_TQR: return 16;
+    case TQ_CODEC_BIN1: return 4;
+    case TQ_CODEC_TER:
+    case TQ_CODEC_RTN: return 3;
+    case TQ_CODEC_INT8: return 2;
+    default: return 0;
+    }
+}
+
+tq_status tq_qbatch_file_order(const tq_ckpt* c, const tq_unitlist* u, const tq_plan_entry* plan, int64_t nplan,
+                               int64_t** order, uint64_t** cost)
 {
     *order = NULL;
+    if (cost) {
+        *cost = malloc((size_t)(u->n_units + 1) * sizeof **cost);
+        if (!*cost) return tq_fail(TQ_ERR_NOMEM, "out of memory weighing %" PRId64 " units", u->n_units);
+        for (int64_t i = 0; i < u->n_units; i++) {
+            const tq_unit* un = &u->units[i];
+            const tq_tensor_info* t = tq_ckpt_find(c, un->name);
+            uint64_t numel = t ? (uint64_t)un->nrows * (uint64_t)tq_tensor_cols(t) : 0;
+            (*cost)[i] = numel * codec_factor(plan ? tq_plan_find(plan, nplan, un->name) : NULL) + un->bytes + 1;
+        }
+    }
     forder* f = malloc((size_t)(u->n_units + 1) * sizeof *f);
     int64_t* o = malloc((size_t)(u->n_units + 1) * sizeof *o);
     if (!f || !o) {
         free(f);
         free(o);
+        if (cost) {
+            free(*cost);
+            *cost = NULL;
+        }
         return tq_fail(TQ_ERR_NOMEM, "out of memory ordering %" PRId64 " units", u->n_units);
     }
     for (int64_t i = 0; i < u->n_units; i++) {
@@ -537,6 +567,7 @@ static tq_status compute_batch(qengine* E, const qbatch* B, const uint8_t* raw, 
             n_gpu++;
         }
         if (n_gpu > 0) TQ_FORWARD(tq_qgpu_d2h(E->gpu, E->hout, B->dev_len));
+        else TQ_FORWARD(tq_qgpu_sync(E->gpu)); /* every unit fell back: the H2D must not outlive the slot */
     }
     /* 2. CPU units: small ones over the workers, big ones with the codec's threads */
     E->nsmall = 0;

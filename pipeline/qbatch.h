@@ -65,8 +65,12 @@ int tq_qbatch_enabled(void);
 void tq_qbatch_default_opts(const tq_rt* rt, int use_gpu, tq_qbatch_opts* o);
 
 /* The units of u in checkpoint file order (file index, byte offset): a permutation of 0..n-1 for
- * tq_stage_schedule_ordered. *order is malloc'd. LOCAL. */
-tq_status tq_qbatch_file_order(const tq_ckpt* c, const tq_unitlist* u, int64_t** order);
+ * tq_stage_schedule_ordered, and (cost not NULL) an estimate of each unit's work with the codec plan
+ * assigns it: weights x a per-codec factor (tq 8, tq..r.. 16, bin1 4, rtn/ter 3, int8 2, kept as is 0)
+ * + its source bytes, so that ranks get equal work, not equal bytes (a 24 MB int8 embedding costs
+ * far less than 24 MB of tq4 experts). *order, *cost are malloc'd. LOCAL. */
+tq_status tq_qbatch_file_order(const tq_ckpt* c, const tq_unitlist* u, const tq_plan_entry* plan, int64_t nplan,
+                               int64_t** order, uint64_t** cost);
 
 /* Quantize this rank's units mine[0..nmine) of u (keys[k] names unit k) with the codecs of plan and
  * seeds tq_tensor_seed(job_seed, tensor), recording each unit in j (opened with a segment) batch by

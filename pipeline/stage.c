@@ -484,9 +484,10 @@ static int cmp_i64(const void* a, const void* b)
 }
 
 /* Contiguous assignment: the pending units, taken in `order` (e.g. checkpoint file order), are cut into
- * nranks consecutive ranges of about equal bytes (a unit goes to the rank whose share holds the middle
- * of its bytes), so each rank reads one region of the files and its reads coalesce. The imbalance is
- * at most the largest unit. *mine gets this rank's units in ascending index order. */
+ * nranks consecutive ranges of about equal weight (bytes or an estimated cost; a unit goes to the rank
+ * whose share holds the middle of its weight), so each rank reads one region of the files and its
+ * reads coalesce. The imbalance is at most the heaviest unit. *mine gets this rank's units in
+ * ascending index order. */
 static tq_status assign_contiguous(const tq_manifest* m, const uint64_t* bytes, const int64_t* order, int nranks,
                                    int rank, int64_t** mine, int64_t* nmine)
 {
@@ -514,23 +515,25 @@ static tq_status assign_contiguous(const tq_manifest* m, const uint64_t* bytes, 
 
 
 static tq_status schedule_impl(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
-                               const int64_t* order, int verify, tq_manifest** mout, int64_t** mine, int64_t* nmine);
+                               const int64_t* order, const uint64_t* cost, int verify, tq_manifest** mout,
+                               int64_t** mine, int64_t* nmine);
 
 tq_status tq_stage_schedule(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes, int verify,
                             tq_manifest** mout, int64_t** mine, int64_t* nmine)
 {
-    return schedule_impl(ctx, n, keys, bytes, NULL, verify, mout, mine, nmine);
+    return schedule_impl(ctx, n, keys, bytes, NULL, NULL, verify, mout, mine, nmine);
 }
 
 tq_status tq_stage_schedule_ordered(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
-                                    const int64_t* order, int verify, tq_manifest** mout, int64_t** mine,
-                                    int64_t* nmine)
+                                    const int64_t* order, const uint64_t* cost, int verify, tq_manifest** mout,
+                                    int64_t** mine, int64_t* nmine)
 {
-    return schedule_impl(ctx, n, keys, bytes, order, verify, mout, mine, nmine);
+    return schedule_impl(ctx, n, keys, bytes, order, cost, verify, mout, mine, nmine);
 }
 
 static tq_status schedule_impl(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
-                               const int64_t* order, int verify, tq_manifest** mout, int64_t** mine, int64_t* nmine)
+                               const int64_t* order, const uint64_t* cost, int verify, tq_manifest** mout,
+                               int64_t** mine, int64_t* nmine)
 {
     const tq_rt* rt = ctx->rt;
     *mout = NULL;
@@ -611,7 +614,7 @@ static tq_status schedule_impl(tq_stage_ctx* ctx, int64_t n, const char* const* 
     /* pending units, balanced over the ranks of this run */
     int64_t np = m->n - m->n_done;
     if (order) {
-        rc = tq_rt_agree(rt, assign_contiguous(m, bytes, order, rt->size, rt->rank, mine, nmine));
+        rc = tq_rt_agree(rt, assign_contiguous(m, cost ? cost : bytes, order, rt->size, rt->rank, mine, nmine));
         if (rc != TQ_OK) {
             free(*mine);
             *mine = NULL;

@@ -126,11 +126,12 @@ tq_status tq_stage_schedule(tq_stage_ctx* ctx, int64_t n, const char* const* key
                             int verify, tq_manifest** m, int64_t** mine, int64_t* nmine);
 
 /* Same, but the pending units are split over the ranks as contiguous ranges of `order` (a permutation
- * of 0..n-1, e.g. checkpoint file order) with about equal bytes each, instead of LPT: each rank reads
- * one region of the files (sequential, coalesced reads). COLLECTIVE. */
+ * of 0..n-1, e.g. checkpoint file order) with about equal cost each (cost[i] per unit; NULL = bytes),
+ * instead of LPT: each rank reads one region of the files (sequential, coalesced reads). The
+ * imbalance is at most the costliest unit. COLLECTIVE. */
 tq_status tq_stage_schedule_ordered(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
-                                    const int64_t* order, int verify, tq_manifest** m, int64_t** mine,
-                                    int64_t* nmine);
+                                    const int64_t* order, const uint64_t* cost, int verify, tq_manifest** m,
+                                    int64_t** mine, int64_t* nmine);
 
 /* COLLECTIVE. End of a unit stage: reload + compact the manifest (rank 0), check that every unit is
  * done, apply the corrupt fault, fill units_done_now etc. `processed` = units this rank did now,

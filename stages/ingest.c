@@ -174,6 +174,7 @@ tq_status tq_stage_ingest(tq_stage_ctx* ctx)
                 bb += u->units[mine[i + nb++]].bytes;
             tq_verify_stats vs;
             tq_verify_opts vo = {0};
+            vo.reader_thread = tq_verify_reader_auto(); /* prefetch thread only when the rank owns >= 2 CPUs */
             rc = tq_verify_units(c, u, mine + i, nb, &vo, ck, &vs);
             for (int64_t b = 0; rc == TQ_OK && b < nb; b++) {
                 int64_t k = mine[i + b];

@@ -269,13 +269,16 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
     }
     TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
     if (!gq && tq_qbatch_enabled()) {
-        /* batched: each rank takes a contiguous region of the files (coalesced, sequential reads) */
+        /* batched: each rank takes a contiguous region of the files (coalesced, sequential reads) of
+         * about equal work (weights x codec cost) */
         int64_t* forder = NULL;
-        rc = tq_rt_agree(rt, tq_qbatch_file_order(c, u, &forder));
+        uint64_t* fcost = NULL;
+        rc = tq_rt_agree(rt, tq_qbatch_file_order(c, u, plan, nplan, &forder, &fcost));
         if (rc == TQ_OK)
-            rc = tq_stage_schedule_ordered(ctx, u->n_units, (const char* const*)keys, bytes, forder, job->verify_on_resume,
-                                           &m, &mine, &nmine);
+            rc = tq_stage_schedule_ordered(ctx, u->n_units, (const char* const*)keys, bytes, forder, fcost,
+                                           job->verify_on_resume, &m, &mine, &nmine);
         free(forder);
+        free(fcost);
         if (rc != TQ_OK) goto out;
     } else
         TQ_CHECK_GOTO(tq_stage_schedule(ctx, u->n_units, (const char* const*)keys, bytes, job->verify_on_resume, &m, &mine, &nmine),

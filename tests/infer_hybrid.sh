@@ -26,7 +26,7 @@ python3 "$SRC/tests/infer_hybrid_cfg.py" --check-norms "$W/qwen3_5" "$W/qwen3_5_
 fail=0
 js() { python3 -c "import json,sys; d=json.load(sys.stdin); print(' '.join(str(d[k]) for k in sys.argv[1:]))" "$@"; }
 for fam in qwen3_5 qwen3_5_moe qwen3_5_moe_fused qwen3_next; do
-  c=$("$BIN" eval --model "$W/$fam" --data "$W/rand.tok" --ctx 32 --kv-k f32 --kv-v f32 --no-ref --json --quiet | js nll)
+  c=$("$BIN" eval --device cpu --model "$W/$fam" --data "$W/rand.tok" --ctx 32 --kv-k f32 --kv-v f32 --no-ref --json --quiet | js nll)
   r=$(python3 "$SRC/tests/infer_ref.py" "$W/$fam" "$W/rand.tok" 32 | cut -d' ' -f1)
   if python3 -c "import sys; sys.exit(0 if abs($c - $r) <= 1e-6 * abs($r) else 1)"; then
     echo "ok   $fam: nll C $c  numpy $r"
@@ -36,13 +36,13 @@ for fam in qwen3_5 qwen3_5_moe qwen3_5_moe_fused qwen3_next; do
   "$TEST_HYBRID" "$W/$fam" || fail=1
 done
 # KV bytes: 2 full-attention layers x 2 KV heads x (tq4 K 18 + tq3 V 14 bytes at head_dim 32) = 128
-one=$("$BIN" eval --model "$W/qwen3_next" --data "$W/rand.tok" --ctx 32 --kv-k tq4 --kv-v tq3 --json --quiet |
+one=$("$BIN" eval --device cpu --model "$W/qwen3_next" --data "$W/rand.tok" --ctx 32 --kv-k tq4 --kv-v tq3 --json --quiet |
       js nll kl top1 kv_bytes_per_token)
 echo "np 1: nll kl top1 kv_bytes = $one"
 [ "$(echo "$one" | cut -d' ' -f4)" = 128 ] || { echo "FAILED kv_bytes_per_token, want 128"; fail=1; }
 if command -v mpirun > /dev/null; then
   for par in layers seq; do
-    two=$(mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" eval --model "$W/qwen3_next" --data "$W/rand.tok" \
+    two=$(mpirun --allow-run-as-root --oversubscribe -np 2 "$BIN" eval --device cpu --model "$W/qwen3_next" --data "$W/rand.tok" \
           --ctx 32 --kv-k tq4 --kv-v tq3 --parallel $par --json --quiet | js nll kl top1 kv_bytes_per_token)
     if python3 -c "
 import sys
