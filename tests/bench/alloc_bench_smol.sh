@@ -168,7 +168,8 @@ for g in $SERIES; do
     done
 done
 python3 "$SRC/tests/bench/alloc_plot.py" results.tsv plot.svg
-sed "s|stories260K: KL to fp32 vs bits/weight (whole model, held-out stories, ctx 256)|SmolLM2-135M: KL to the dequantized GGUF vs bits/weight (WikiText-2 test, $EVAL_TOKENS tokens, ctx $CTX)|" \
+# alloc_plot.py writes '<=' unescaped inside <title> (not well-formed XML): escape it here
+sed -e 's/<=/\&lt;=/g' -e "s|stories260K: KL to fp32 vs bits/weight (whole model, held-out stories, ctx 256)|SmolLM2-135M: KL to the dequantized GGUF vs bits/weight (WikiText-2 test, $EVAL_TOKENS tokens, ctx $CTX)|" \
     plot.svg > alloc_kl_vs_bpw_smollm2.svg
 echo "reference PPL $(cat ref_ppl.txt) (WikiText-2 test, first $EVAL_TOKENS tokens, ctx $CTX)"
 python3 - results.tsv <<'PY'
