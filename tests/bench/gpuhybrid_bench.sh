@@ -9,7 +9,7 @@ BIN=${1:?usage: gpuhybrid_bench.sh TQPIPE_BIN [CTX] [GPU_TOKENS] [CPU_TOKENS]}
 CTX=${2:-2048}
 GT=${3:-16384}
 CT=${4:-2048}
-SRC=$(cd "$(dirname "$0")/.." && pwd)
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
 export TQ_GPU_HYBRID=1
 W=$(mktemp -d /tmp/tq_gpuhybrid_bench.XXXXXX)
 trap 'rm -rf "$W"' EXIT
