@@ -3,9 +3,12 @@
 # Qwen3.5-0.8B shapes (hidden 1024, DeltaNet 16 x 128 key / value heads, gated attention 8 x 256 heads,
 # conv width 4) cut to 4 layers (3 DeltaNet + 1 full attention) and a 32000-token vocabulary, synthetic f32
 # weights; `tqpipe eval --no-ref` over random tokens in windows of CTX, fp16 KV, fp32 weights (GPU also bf16).
-# Prints tokens/s from the eval's own "seconds". usage: gpuhybrid_bench.sh TQPIPE_BIN [CTX] [GPU_TOKENS] [CPU_TOKENS]
+# Prints tokens/s from the eval's own "seconds".
+#   usage: gpuhybrid_bench.sh BUILD_DIR|TQPIPE_BIN [CTX] [GPU_TOKENS] [CPU_TOKENS]   (skips without a GPU)
 set -eu
-BIN=${1:?usage: gpuhybrid_bench.sh TQPIPE_BIN [CTX] [GPU_TOKENS] [CPU_TOKENS]}
+BIN=${1:?usage: gpuhybrid_bench.sh BUILD_DIR|TQPIPE_BIN [CTX] [GPU_TOKENS] [CPU_TOKENS]}
+[ -d "$BIN" ] && BIN=$BIN/tqpipe
+nvidia-smi -L >/dev/null 2>&1 || { echo "gpuhybrid: skipped (no GPU)"; exit 0; }
 CTX=${2:-2048}
 GT=${3:-16384}
 CT=${4:-2048}
