@@ -21,7 +21,7 @@ B="$(cd "$BUILD" && pwd)/tqpipe"
 SHARED=${TQ_SHARED:-$SRC/../shared}
 GROUP=${GROUP:-64}
 WEIGHTS=${WEIGHTS:-"bf16 tq4 tq4r4 tq2 bin1"}
-KVS=${KVS:-"fp16 int8 tq4 tq3.5 tq3 tq2.5"}
+KVS=${KVS-"fp16 int8 tq4 tq3.5 tq3 tq2.5"}
 QJL_KVS=${QJL_KVS-"tq4 tq3.5 tq3 tq2.5"}
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 mkdir -p "$W"
