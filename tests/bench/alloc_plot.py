@@ -4,6 +4,7 @@ or tests/bench/alloc_stages_bench.sh, one series per method (uniform / Hessian a
 Plain SVG, no plotting library."""
 import math
 import sys
+from html import escape
 
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])][1:]
 title = sys.argv[3] if len(sys.argv) > 3 else "stories260K: KL to fp32 vs bits/weight (whole model, held-out stories, ctx 256)"
@@ -20,7 +21,7 @@ fy = lambda y: T + (y1 - math.log10(max(y, 1e-9))) / (y1 - y0) * (H - T - B)
 colors = {"uniform-plain": "#888888", "uniform-gptq": "#1f77b4", "alloc-plain": "#ff7f0e", "alloc-gptq": "#d62728"}
 out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
        f'<rect width="{W}" height="{H}" fill="white"/>',
-       f'<text x="{L}" y="18" font-size="14">{title}</text>']
+       f'<text x="{L}" y="18" font-size="14">{escape(title)}</text>']
 for x in range(x0, x1 + 1):
     out.append(f'<line x1="{fx(x):.1f}" y1="{T}" x2="{fx(x):.1f}" y2="{H-B}" stroke="#eee"/>')
     out.append(f'<text x="{fx(x):.1f}" y="{H-B+16}" text-anchor="middle">{x}</text>')
@@ -35,7 +36,7 @@ for i, (name, pts) in enumerate(sorted(series.items())):
     d = " ".join(f"{'M' if k == 0 else 'L'}{fx(x):.1f},{fy(y):.1f}" for k, (x, y, _) in enumerate(pts))
     out.append(f'<path d="{d}" fill="none" stroke="{c}" stroke-width="2"/>')
     for x, y, lab in pts:
-        out.append(f'<circle cx="{fx(x):.1f}" cy="{fy(y):.1f}" r="3" fill="{c}"><title>{name} {lab}: {x} bpw, KL {y}</title></circle>')
+        out.append(f'<circle cx="{fx(x):.1f}" cy="{fy(y):.1f}" r="3" fill="{c}"><title>{escape(f"{name} {lab}: {x} bpw, KL {y}")}</title></circle>')
     out.append(f'<line x1="{W-R+15}" y1="{T+20+i*20}" x2="{W-R+40}" y2="{T+20+i*20}" stroke="{c}" stroke-width="2"/>')
     out.append(f'<text x="{W-R+46}" y="{T+24+i*20}">{name}</text>')
 out.append("</svg>")
