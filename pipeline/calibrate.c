@@ -92,8 +92,26 @@ static int calibrated(const tq_arch_tensor* t)
     return tq_role_is_linear(t->role) && t->ndim == 2 && is_input_key(t->name);
 }
 
+/* Entry indices ordered so that the experts of one layer and projection (same pool key) are adjacent. */
+typedef struct {
+    int64_t idx;
+    int expert;
+    char key[TQ_MAX_NAME + 8];
+} pool_slot;
+
+static int pool_slot_cmp(const void* pa, const void* pb)
+{
+    const pool_slot* a = pa;
+    const pool_slot* b = pb;
+    if (a->expert != b->expert) return a->expert - b->expert;
+    int k = a->expert ? strcmp(a->key, b->key) : 0;
+    return k ? k : (a->idx > b->idx) - (a->idx < b->idx);
+}
+
 /* Finalize, pool experts with few tokens, and write every accumulator of c that has tokens (or is a
- * pooled expert). Local: the caller holds every expert of each layer it writes. */
+ * pooled expert). Local: the caller holds every expert of each layer it writes. Entries are visited
+ * grouped by pool key, and each group's pooled H is built once, the first time a member needs it
+ * (linear in the number of entries: a 122B layer has 256 experts x 2 inputs). */
 static tq_status save_entries(const tq_calib* c, const tq_calib_opts* o, tq_calib_stats* st)
 {
     tq_status rc = tq_mkdirs(o->out_dir);
@@ -104,32 +122,48 @@ static tq_status save_entries(const tq_calib* c, const tq_calib_opts* o, tq_cali
     }
     double* hbuf = malloc(cap * sizeof(double));
     double* pbuf = malloc(cap * sizeof(double));
-    if (rc == TQ_OK && (!hbuf || !pbuf)) rc = tq_fail(TQ_ERR_NOMEM, "calibrate: out of memory writing H");
-    for (int64_t i = 0; i < c->n && rc == TQ_OK; i++) {
-        const tq_calib_entry* e = &c->e[i];
+    pool_slot* slots = malloc((size_t)(c->n > 0 ? c->n : 1) * sizeof *slots);
+    if (rc == TQ_OK && (!hbuf || !pbuf || !slots)) rc = tq_fail(TQ_ERR_NOMEM, "calibrate: out of memory writing H");
+    for (int64_t i = 0; rc == TQ_OK && i < c->n; i++) {
+        slots[i].idx = i;
+        slots[i].key[0] = '\0';
+        slots[i].expert = expert_pool_key(c->e[i].name, slots[i].key, sizeof slots[i].key);
+    }
+    if (rc == TQ_OK) qsort(slots, (size_t)c->n, sizeof *slots, pool_slot_cmp);
+    int64_t group0 = 0;      /* first slot of the current pool-key group */
+    int pool_state = 0;      /* for the current group: 0 not built, 1 built in pbuf, -1 no token reached it */
+    uint64_t pool_rows = 0;
+    for (int64_t s = 0; s < c->n && rc == TQ_OK; s++) {
+        const pool_slot* sl = &slots[s];
+        const tq_calib_entry* e = &c->e[sl->idx];
+        if (s > 0 && (sl->expert != slots[s - 1].expert || (sl->expert && strcmp(sl->key, slots[s - 1].key)))) {
+            group0 = s;
+            pool_state = 0;
+        }
         uint64_t nmin = o->min_expert_tokens ? o->min_expert_tokens : (uint64_t)e->h.d;
-        char key[TQ_MAX_NAME + 8];
-        int expert = expert_pool_key(e->name, key, sizeof key);
+        int expert = sl->expert;
         if (e->h.rows == 0 && !expert) {
             TQ_LOG(TQ_LOG_WARN, "calibrate: no token reached %s: no H written", e->name);
             continue;
         }
         if (e->h.rows > 0) rc = tq_hess_finalize(&e->h, e->h.rows, hbuf);
         if (rc == TQ_OK && expert && e->h.rows < nmin) {
-            /* pool: the exact sums of every expert of this layer and projection */
-            tq_hess pool;
-            rc = tq_hess_init(&pool, e->h.d, e->h.diag_only);
-            for (int64_t j = 0; j < c->n && rc == TQ_OK; j++) {
-                char kj[TQ_MAX_NAME + 8];
-                if (expert_pool_key(c->e[j].name, kj, sizeof kj) && !strcmp(kj, key)) rc = tq_hess_merge(&pool, &c->e[j].h);
-            }
-            if (rc == TQ_OK && pool.rows == 0) {
-                TQ_LOG(TQ_LOG_WARN, "calibrate: no token reached any expert of %s: no H written", key);
+            if (pool_state == 0) {
+                /* pool: the exact sums of every expert of this layer and projection (this group) */
+                tq_hess pool;
+                rc = tq_hess_init(&pool, e->h.d, e->h.diag_only);
+                for (int64_t j = group0; j < c->n && rc == TQ_OK; j++) {
+                    if (j > group0 && strcmp(slots[j].key, slots[group0].key)) break;
+                    rc = tq_hess_merge(&pool, &c->e[slots[j].idx].h);
+                }
+                pool_rows = pool.rows;
+                if (rc == TQ_OK && pool.rows > 0) rc = tq_hess_finalize(&pool, pool.rows, pbuf);
                 tq_hess_release(&pool);
-                continue;
+                pool_state = pool_rows > 0 ? 1 : -1;
+                if (rc == TQ_OK && pool_state < 0)
+                    TQ_LOG(TQ_LOG_WARN, "calibrate: no token reached any expert of %s: no H written", sl->key);
             }
-            if (rc == TQ_OK) rc = tq_hess_finalize(&pool, pool.rows, pbuf);
-            tq_hess_release(&pool);
+            if (pool_state < 0) continue;
             if (rc == TQ_OK) {
                 if (e->h.rows == 0) memset(hbuf, 0, cap * sizeof(double));
                 tq_calib_pool(hbuf, e->h.rows, pbuf, e->h.d, e->h.diag_only, nmin);
@@ -143,6 +177,7 @@ static tq_status save_entries(const tq_calib* c, const tq_calib_opts* o, tq_cali
             st->n_inputs++;
         }
     }
+    free(slots);
     free(hbuf);
     free(pbuf);
     return rc;

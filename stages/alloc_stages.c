@@ -14,7 +14,8 @@
  *              (a warning when they pin more than 20 % of the budget); norms default to f32. Ω is measured
  *              as the quantize stage will store the tensor: plainly, or with GPTQ when quantize has
  *              gptq: true (embeddings stay plain, pipeline/qgptq.h).
- *              When the model has at most TQ_PROBE_MAX_WEIGHTS weights (the CPU forward pass is cheap):
+ *              When the model has at most TQ_PROBE_MAX_WEIGHTS weights and TQ_PROBE_MAX_MATRICES matrices
+ *              (the CPU forward pass is cheap and there are few tensors to probe one by one):
  *              - Ω is mapped to KL units with the KL probe (pipeline/sensrun.h: probe codecs bin1, tq2,
  *                tq4 on up to 512 calibration tokens);
  *              - a final GUARD: summed per-tensor KL underestimates the joint damage (errors of many
@@ -42,6 +43,7 @@
 #include "validate.h"  /* defines: tq_load_tokens */
 
 #define TQ_PROBE_MAX_WEIGHTS ((int64_t)200000000)
+#define TQ_PROBE_MAX_MATRICES ((int64_t)4096) /* the probe runs ~3 forward passes per matrix */
 
 /* xxh64 over a file's bytes (0 when unreadable). */
 static uint64_t file_hash(const char* path)
@@ -364,16 +366,24 @@ tq_status tq_stage_allocate(tq_stage_ctx* ctx)
     snprintf(table, sizeof table, "%s/table.tsv", sdir);
     snprintf(keyp, sizeof keyp, "%s/table.key", sdir);
     snprintf(plan_path, sizeof plan_path, "%s/plan.txt", ctx->dir);
-    int64_t weights = 0;
+    int64_t weights = 0, matrices = 0;
     {
         tq_ckpt* ck = NULL;
         if (tq_ckpt_open(ctx->run->model_dir, &ck) == TQ_OK) {
-            for (int64_t i = 0; i < tq_ckpt_count(ck); i++) weights += tq_tensor_numel(tq_ckpt_tensor(ck, i));
+            for (int64_t i = 0; i < tq_ckpt_count(ck); i++) {
+                weights += tq_tensor_numel(tq_ckpt_tensor(ck, i));
+                matrices += tq_ckpt_tensor(ck, i)->ndim == 2;
+            }
             tq_ckpt_free(&ck);
         }
     }
     /* the KL probe and the guard run the model on the calibration tokens: small models only */
-    int probe = tq_file_exists(hess) && pdata[0] && weights > 0 && weights <= TQ_PROBE_MAX_WEIGHTS;
+    int probe = tq_file_exists(hess) && pdata[0] && weights > 0 && weights <= TQ_PROBE_MAX_WEIGHTS &&
+                matrices <= TQ_PROBE_MAX_MATRICES;
+    if (!probe && tq_file_exists(hess) && pdata[0])
+        TQ_LOG0(TQ_LOG_INFO, "allocate: %" PRId64 " weights in %" PRId64 " matrices (probe limits %" PRId64 " / %" PRId64
+                "): no KL probe or guard; the plan minimizes the summed Hessian damage", weights, matrices,
+                TQ_PROBE_MAX_WEIGHTS, TQ_PROBE_MAX_MATRICES);
     /* the table's key: candidates, seed, model, probe data, the calibration output (its state hash) */
     char key[4096];
     int kl = snprintf(key, sizeof key, "model=%s seed=%" PRIu64 " hess=%s probe=%s gptq=%d,%d,%.9g", ctx->run->model_dir,

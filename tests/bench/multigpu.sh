@@ -16,7 +16,8 @@
 # Output: a summary on stdout; multigpu.txt (the same + details) and multigpu.tsv in $OUT (else
 # /tmp/tq_multigpu), logs under its logs/. Exit 0 when every check passed.
 #   usage: tests/bench/multigpu.sh [BUILD_DIR] [NP...]        (default: build, NP 1 2 4)
-#   env:   TQ_MG_SCALE     synth width divisor (default: from cores and free host/GPU memory, see pick_scale)
+#   env:   TQ_MG_SCALE     synth width divisor (default 64: 54 M weights, 109 MB, fits the 6-minute target
+#                          least badly; "auto" = from cores and free host/GPU memory, see pick_scale)
 #          TQ_MG_VOCAB=1   also divide the vocabulary by S (--scale-vocab: same tensor names, smaller head)
 #          TQ_MG_STAGES    stages to run (default: all the job has; allocate only when the model has more
 #                          than 2e8 weights, see below), e.g. "ingest quantize pack validate publish"
@@ -74,8 +75,8 @@ tsv machine - cores "$ncpu"; tsv machine - gpus "$ngpu"; tsv machine - gpu "${gp
 # ---- sizes ------------------------------------------------------------------------------------------
 # weights(S) of the 122B-A10B inventory ≈ 1.21e11/S² (experts, attention, DeltaNet) + 1.53e9/S (embedding +
 # head); the stages hold ≲ 12 bytes per weight per rank at NP=1 (fp32 model + reference in eval) and the
-# GPU path 8. Time, not memory, limits the default: on < 8 cores 1/64 (54 M weights, 109 MB), on < 32
-# cores 1/32 (~166 M weights), else the smallest of 32, 24, 16 that fits memory.
+# GPU path 8. TQ_MG_SCALE=auto: on < 8 cores 1/64 (54 M weights, 109 MB), on < 32 cores 1/32 (~166 M
+# weights), else the smallest of 16, 24, 32 that fits memory.
 pick_scale() {
   local s w need
   if [ "$ncpu" -lt 8 ]; then echo 64; return; fi
@@ -90,7 +91,8 @@ pick_scale() {
   done
   echo 64
 }
-scale=${TQ_MG_SCALE:-$(pick_scale)}
+scale=${TQ_MG_SCALE:-64}
+[ "$scale" = auto ] && scale=$(pick_scale)
 vocab_flag=""
 [ "${TQ_MG_VOCAB:-0}" = 1 ] && vocab_flag="--scale-vocab"
 if [ -n "${TQ_MG_DIR:-}" ]; then W=$TQ_MG_DIR
