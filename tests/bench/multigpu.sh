@@ -247,6 +247,12 @@ for dev in $devices; do
         envs="TQ_GPU_HYBRID=1"
         env $envs $MPI -np $np "$bin" eval "${eargs[@]}" --device $dev --json > "$O/logs/eval-122b-$dev-np$np.json" 2> "$O/logs/eval-122b-$dev-np$np.log" ||
           { bad "eval 122B --device $dev NP=$np: $(grep -m1 -i 'error\|fail' "$O/logs/eval-122b-$dev-np$np.log" | cut -c1-300)"; continue; }
+      elif [ $dev = gpu ] && grep -q "runs on the CPU only" "$O/logs/eval-122b-$dev-np$np.log"; then
+        # narrow synthetic widths (e.g. DeltaNet key head dim 128/S) are outside the GPU kernels' shapes:
+        # eval refuses with a clear message; the real model's shapes run there (ctest -R gpuhybrid)
+        say "   skipped: 122B-shaped --device gpu: $(grep -m1 -o 'linear attention.*' "$O/logs/eval-122b-$dev-np$np.log" | cut -c1-200)"
+        rm -f "$O/logs/eval-122b-$dev-np$np.json"
+        break
       else
         bad "eval 122B --device $dev NP=$np: $(grep -m1 -i 'error\|fail' "$O/logs/eval-122b-$dev-np$np.log" | cut -c1-300)"; continue
       fi
@@ -260,7 +266,7 @@ for dev in $devices; do
     case $line in OK*) ok "eval 122B-shaped, $dev, NP=$np layers vs NP=$first: ${line#OK }";; *) bad "eval 122B-shaped, $dev, NP=$np vs NP=$first: ${line#BAD }";; esac
   done
 done
-if [ $eval_gpu = 1 ] && [ -f "$O/logs/eval-122b-gpu-np$first.json" ] && [ -f "$O/logs/eval-122b-cpu-np$first.json" ]; then
+if [ $eval_gpu = 1 ] && [ -s "$O/logs/eval-122b-gpu-np$first.json" ] && [ -s "$O/logs/eval-122b-cpu-np$first.json" ]; then
   say "   GPU vs CPU at NP=$first (informational, not asserted): $(cmp_metrics "$O/logs/eval-122b-cpu-np$first.json" "$O/logs/eval-122b-gpu-np$first.json" | sed 's/^OK \|^BAD //')"
 fi
 if [ $eval_gpu = 1 ]; then
