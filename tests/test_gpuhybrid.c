@@ -27,43 +27,11 @@
 #define DECODE 16
 #define N (PREFILL + DECODE)
 
-typedef struct {
-    double max_abs, max_ref, mean_abs, mean_ref, top1;
-} cmp_result;
-
-static cmp_result compare(const float* a, const float* b, int rows, int V)
-{
-    cmp_result r = {0, 0, 0, 0, 0};
-    int agree = 0;
-    for (int t = 0; t < rows; t++) {
-        const float* x = a + (size_t)t * V;
-        const float* y = b + (size_t)t * V;
-        int ax = 0, ay = 0;
-        for (int i = 0; i < V; i++) {
-            double d = fabs((double)x[i] - y[i]);
-            if (d > r.max_abs || d != d) r.max_abs = d != d ? INFINITY : d;
-            if (fabs(x[i]) > r.max_ref) r.max_ref = fabs(x[i]);
-            r.mean_abs += d;
-            r.mean_ref += fabs(x[i]);
-            if (x[i] > x[ax]) ax = i;
-            if (y[i] > y[ay]) ay = i;
-        }
-        agree += ax == ay;
-    }
-    r.top1 = (double)agree / rows;
-    r.mean_abs /= (double)rows * V;
-    r.mean_ref /= (double)rows * V;
-    return r;
-}
+#include "fwd_compare.h"
 
 static tq_status run_cpu(tq_model* m, tq_kv_cache* kv, const int* tok, float* lg)
 {
-    int V = tq_model_vocab(m);
-    tq_kv_reset(kv);
-    TQ_FORWARD(tq_model_forward(m, kv, tok, PREFILL, 0, lg));
-    for (int s = 0; s < DECODE; s++)
-        TQ_FORWARD(tq_model_forward(m, kv, tok + PREFILL + s, 1, PREFILL + s, lg + (size_t)(PREFILL + s) * V));
-    return TQ_OK;
+    return run_cpu_steps(m, kv, tok, PREFILL, DECODE, lg);
 }
 
 /* chunks: sizes summing to N (0-terminated), or NULL for PREFILL then single steps. */
