@@ -604,9 +604,9 @@ static tq_status tq_run_rows(const tq_ctx* X, tq_job_kind kind, const float* w, 
                              int64_t nrows)
 {
     if (nrows <= 0) return TQ_OK;
-    int nt = tq_codec_threads();
     const int64_t work = nrows * X->cols;
-    if (work < (1 << 16)) nt = 1;
+    /* small calls run on the caller's thread: no thread count lookup (sysconf reads /sys per call) */
+    int nt = work < (1 << 16) ? 1 : tq_codec_threads();
     if (nt > nrows) nt = (int)nrows;
     tq_job* jobs = calloc((size_t)nt, sizeof *jobs);
     pthread_t* th = calloc((size_t)nt, sizeof *th);
