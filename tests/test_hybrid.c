@@ -18,16 +18,7 @@
 #include "model.h"
 #include "ops.h"
 
-static int failed = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failed++;                                                                              \
-            printf("FAILED %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
+#include "tq_check.h"
 
 enum { T = 24 };
 
@@ -155,6 +146,6 @@ int main(int argc, char** argv)
     free(ref);
     free(got);
     free(x);
-    printf("%s\n", failed ? "FAILED" : "ok   all");
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    printf("%s\n", n_failed ? "FAILED" : "ok   all");
+    return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -8,16 +8,7 @@
 
 #include "jobspec.h"
 
-static int failed = 0;
-#define CHECK(cond, ...)                                                                                           \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            failed++;                                                                                              \
-            printf("FAILED %s:%d: ", __FILE__, __LINE__);                                                          \
-            printf(__VA_ARGS__);                                                                                   \
-            printf("\n");                                                                                          \
-        }                                                                                                          \
-    } while (0)
+#include "tq_check.h"
 
 static const char* HEAD = "version: 1\nname: t\nmodel: ${TQ_SOURCE_DIR}/jobs/models/stories260K.bin\nseed: 7\n";
 
@@ -159,6 +150,6 @@ int main(void)
             if (rc == TQ_OK) printf("ok %s parses\n", jobs[i]);
         }
     }
-    printf("%s (%d failures)\n", failed ? "FAILED" : "ok", failed);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    printf("%s (%d failures)\n", n_failed ? "FAILED" : "ok", n_failed);
+    return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

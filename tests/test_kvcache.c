@@ -9,16 +9,7 @@
 
 #include "kvcache.h"
 
-static int failed = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failed++;                                                                              \
-            printf("FAILED %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
+#include "tq_check.h"
 
 static uint64_t rng = 88172645463325252ull;
 static double urand(void)
@@ -38,7 +29,7 @@ static tq_kv_codec codec(const char* name, int qjl)
     tq_kv_codec c;
     if (tq_kv_codec_parse(name, qjl, &c) != TQ_OK) {
         printf("FAILED parse %s\n", name);
-        failed++;
+        n_failed++;
     }
     return c;
 }
@@ -262,6 +253,6 @@ int main(void)
     test_codec("tq3.5", "int8", 1, 128, 0.1);
     test_split_helps();
     test_qjl_unbiased();
-    printf("%s (%d failures)\n", failed ? "FAILED" : "ok", failed);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    printf("%s (%d failures)\n", n_failed ? "FAILED" : "ok", n_failed);
+    return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -22,16 +22,7 @@
 #include "manifest.h"
 #include "stage.h" /* defines: tq_rmtree */
 
-static int failed = 0;
-#define CHECK(cond, ...)                                                                                           \
-    do {                                                                                                           \
-        if (!(cond)) {                                                                                             \
-            failed++;                                                                                              \
-            printf("FAILED %s:%d: ", __FILE__, __LINE__);                                                          \
-            printf(__VA_ARGS__);                                                                                   \
-            printf("\n");                                                                                          \
-        }                                                                                                          \
-    } while (0)
+#include "tq_check.h"
 
 static double now(void)
 {
@@ -371,7 +362,7 @@ int main(void)
         free(bi);
     }
     tq_rmtree(dir);
-    printf("%s (%d failures)\n", failed ? "FAILED" : "ok", failed);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    printf("%s (%d failures)\n", n_failed ? "FAILED" : "ok", n_failed);
+    return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
 #endif

@@ -10,16 +10,7 @@
 #include "fileio.h"
 #include "tokenizer.h"
 
-static int failed = 0;
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            failed++;                                                                              \
-            printf("FAILED %s:%d: ", __FILE__, __LINE__);                                          \
-            printf(__VA_ARGS__);                                                                   \
-            printf("\n");                                                                          \
-        }                                                                                          \
-    } while (0)
+#include "tq_check.h"
 
 /* decode ids[1..n) as llama2.c prints them (after BOS at ids[0]) into out */
 static size_t decode_all(const tq_tokenizer* t, const int* ids, int n, char* out)
@@ -135,6 +126,6 @@ int main(void)
         unlink(tmp);
     }
     free(whole);
-    printf("%s (%d failures)\n", failed ? "FAILED" : "ok", failed);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    printf("%s (%d failures)\n", n_failed ? "FAILED" : "ok", n_failed);
+    return n_failed ? EXIT_FAILURE : EXIT_SUCCESS;
 }
