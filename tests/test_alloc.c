@@ -15,15 +15,8 @@
 
 #include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
-static uint64_t rng;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-static double urand(void) { return (double)(next() >> 11) / 9007199254740992.0; }
+#define TQ_RAND_SEED 0ull /* every test seeds tq_rng itself */
+#include "tq_rand.h" /* defines: tq_rng, tq_rand_next, tq_rand_unit */
 
 /* exhaustive optimum; returns INFINITY when infeasible */
 static double brute(const tq_mckp* p, uint64_t budget, int64_t i, uint64_t bytes, double w)
@@ -43,27 +36,27 @@ static void test_bruteforce(void)
     int n_inst = 0, n_exact = 0, n_full = 0;
     double worst_gap = 0;
     for (int seed = 1; seed <= 1500; seed++) {
-        rng = 0x9E3779B97F4A7C15ull * (uint64_t)seed + 1;
-        int64_t n = 1 + (int64_t)(next() % 8);
+        tq_rng = 0x9E3779B97F4A7C15ull * (uint64_t)seed + 1;
+        int64_t n = 1 + (int64_t)(tq_rand_next() % 8);
         int64_t start[16], nopt = 0;
         uint64_t bytes[128];
         double omega[128];
         int kind = seed % 3; /* 0: codec-like (monotone), 1: arbitrary, 2: with duplicates/dominated */
         for (int64_t i = 0; i < n; i++) {
             start[i] = nopt;
-            int m = 1 + (int)(next() % 5);
-            uint64_t base = 100 + next() % 400;
-            double w0 = urand() * 10;
+            int m = 1 + (int)(tq_rand_next() % 5);
+            uint64_t base = 100 + tq_rand_next() % 400;
+            double w0 = tq_rand_unit() * 10;
             for (int k = 0; k < m; k++) {
                 if (kind == 0) {
-                    bytes[nopt] = base * (uint64_t)(k + 1) + next() % 50;
-                    omega[nopt] = w0 * pow(0.25, k) * (0.5 + urand());
+                    bytes[nopt] = base * (uint64_t)(k + 1) + tq_rand_next() % 50;
+                    omega[nopt] = w0 * pow(0.25, k) * (0.5 + tq_rand_unit());
                 } else if (kind == 1) {
-                    bytes[nopt] = 10 + next() % 1000;
-                    omega[nopt] = urand() * 5;
+                    bytes[nopt] = 10 + tq_rand_next() % 1000;
+                    omega[nopt] = tq_rand_unit() * 5;
                 } else {
-                    bytes[nopt] = 16 * (1 + next() % 20);
-                    omega[nopt] = (double)(next() % 6);
+                    bytes[nopt] = 16 * (1 + tq_rand_next() % 20);
+                    omega[nopt] = (double)(tq_rand_next() % 6);
                 }
                 nopt++;
             }
@@ -80,7 +73,7 @@ static void test_bruteforce(void)
             minb += lo;
             maxb += hi;
         }
-        uint64_t budget = minb + (uint64_t)(urand() * (double)(maxb - minb + 1));
+        uint64_t budget = minb + (uint64_t)(tq_rand_unit() * (double)(maxb - minb + 1));
         if (seed % 10 == 0) budget = minb;      /* tight */
         if (seed % 10 == 1 && minb > 0) budget = minb - 1; /* infeasible */
         int64_t choice[16];
@@ -137,17 +130,17 @@ static void test_large(void)
     double* omega = malloc((size_t)(n * m) * sizeof(double));
     int64_t* choice = malloc((size_t)n * sizeof(int64_t));
     const double bpw[9] = {1.125, 2.125, 2.25, 3.125, 3.25, 4.125, 4.25, 8.25, 16.0};
-    rng = 12345;
+    tq_rng = 12345;
     uint64_t total_w = 0;
     for (int64_t i = 0; i < n; i++) {
         start[i] = i * m;
-        uint64_t wts = 4096ull * (64 + next() % 4096);
+        uint64_t wts = 4096ull * (64 + tq_rand_next() % 4096);
         total_w += wts;
-        double s = exp(4 * urand());
+        double s = exp(4 * tq_rand_unit());
         for (int64_t k = 0; k < m; k++) {
             bytes[i * m + k] = (uint64_t)(bpw[k] * (double)wts / 8.0) + 256;
             double b = floor(bpw[k]);
-            omega[i * m + k] = k == m - 1 ? 0 : s * (double)wts * pow(4.0, -b) * (0.8 + 0.4 * urand());
+            omega[i * m + k] = k == m - 1 ? 0 : s * (double)wts * pow(4.0, -b) * (0.8 + 0.4 * tq_rand_unit());
         }
     }
     start[n] = n * m;
@@ -347,10 +340,10 @@ static void test_omega(void)
     float* dw = malloc((size_t)(R * N) * sizeof(float));
     double* h = malloc((size_t)(N * N) * sizeof(double));
     double* hd = malloc((size_t)N * sizeof(double));
-    rng = 777;
-    for (int64_t i = 0; i < R * N; i++) dw[i] = (float)(urand() - 0.5);
+    tq_rng = 777;
+    for (int64_t i = 0; i < R * N; i++) dw[i] = (float)(tq_rand_unit() - 0.5);
     for (int64_t a = 0; a < N; a++)
-        for (int64_t b = a; b < N; b++) h[a * N + b] = h[b * N + a] = (a == b ? 2.0 : 0.0) + 0.3 * (urand() - 0.5);
+        for (int64_t b = a; b < N; b++) h[a * N + b] = h[b * N + a] = (a == b ? 2.0 : 0.0) + 0.3 * (tq_rand_unit() - 0.5);
     for (int64_t a = 0; a < N; a++) hd[a] = h[a * N + a];
     double ref = 0, refd = 0;
     for (int64_t r = 0; r < R; r++)

@@ -20,19 +20,8 @@
 
 #include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void)
-{
-    double u = urand() + 1e-300, v = urand();
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
+#define TQ_RAND_SEED 0x2545F4914F6CDD1Dull
+#include "tq_rand.h" /* defines: tq_rand_unit, tq_rand_normal */
 
 /* H = XᵀX/n for X = Z·A (+ outlier channels), d x d, in double */
 static void synth_h(int64_t d, int64_t n, double* h)
@@ -42,12 +31,12 @@ static void synth_h(int64_t d, int64_t n, double* h)
     double* x = malloc((size_t)d * sizeof(double));
     double* z = malloc((size_t)ns * sizeof(double));
     for (int64_t i = 0; i < ns; i++)
-        for (int64_t j = 0; j < d; j++) A[i * d + j] = nrand() / (1.0 + 0.3 * (double)i);
+        for (int64_t j = 0; j < d; j++) A[i * d + j] = tq_rand_normal() / (1.0 + 0.3 * (double)i);
     double* ch = malloc((size_t)d * sizeof(double));
-    for (int64_t j = 0; j < d; j++) ch[j] = (urand() < 0.05) ? 8.0 : 0.5 + urand();
+    for (int64_t j = 0; j < d; j++) ch[j] = (tq_rand_unit() < 0.05) ? 8.0 : 0.5 + tq_rand_unit();
     memset(h, 0, (size_t)(d * d) * sizeof(double));
     for (int64_t t = 0; t < n; t++) {
-        for (int64_t i = 0; i < ns; i++) z[i] = nrand();
+        for (int64_t i = 0; i < ns; i++) z[i] = tq_rand_normal();
         for (int64_t j = 0; j < d; j++) {
             double s = 0;
             for (int64_t i = 0; i < ns; i++) s += z[i] * A[i * d + j];

@@ -26,19 +26,8 @@
 
 #include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void)
-{
-    double u = urand() + 1e-300, v = urand();
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
+#define TQ_RAND_SEED 0x2545F4914F6CDD1Dull
+#include "tq_rand.h" /* defines: tq_rand_unit, tq_rand_normal */
 static double now(void)
 {
     struct timespec t;
@@ -55,9 +44,9 @@ static void synth_h(int64_t d, int64_t n, double* h)
     double* X = malloc((size_t)(n * d) * sizeof(double));
     double* ch = malloc((size_t)d * sizeof(double));
     for (int64_t i = 0; i < ns; i++)
-        for (int64_t j = 0; j < d; j++) A[i * d + j] = nrand() / (1.0 + 0.3 * (double)i);
-    for (int64_t j = 0; j < d; j++) ch[j] = (urand() < 0.05) ? 8.0 : 0.5 + urand();
-    for (int64_t i = 0; i < n * ns; i++) Z[i] = nrand();
+        for (int64_t j = 0; j < d; j++) A[i * d + j] = tq_rand_normal() / (1.0 + 0.3 * (double)i);
+    for (int64_t j = 0; j < d; j++) ch[j] = (tq_rand_unit() < 0.05) ? 8.0 : 0.5 + tq_rand_unit();
+    for (int64_t i = 0; i < n * ns; i++) Z[i] = tq_rand_normal();
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)d, (int)ns, 1.0, Z, (int)ns, A, (int)d, 0.0, X,
                 (int)d);
     for (int64_t t = 0; t < n; t++)
@@ -224,7 +213,7 @@ int main(void)
     const int64_t R = 256, N = 600;
     float* w = malloc((size_t)(R * N) * sizeof(float));
     double* h = malloc((size_t)(N * N) * sizeof(double));
-    for (int64_t i = 0; i < R * N; i++) w[i] = (float)(0.02 * nrand() * (i % N == 17 ? 6.0 : 1.0));
+    for (int64_t i = 0; i < R * N; i++) w[i] = (float)(0.02 * tq_rand_normal() * (i % N == 17 ? 6.0 : 1.0));
     synth_h(N, 2048, h);
     for (int c = 0; c < NC; c++) {
         tq_codec cc;
@@ -283,7 +272,7 @@ int main(void)
             const int64_t n = sizes[s];
             float* wb = malloc((size_t)(n * n) * sizeof(float));
             double* hb = malloc((size_t)(n * n) * sizeof(double));
-            for (int64_t i = 0; i < n * n; i++) wb[i] = (float)(0.02 * nrand());
+            for (int64_t i = 0; i < n * n; i++) wb[i] = (float)(0.02 * tq_rand_normal());
             synth_h(n, 256, hb);
             for (int k = 0; k < 2; k++) {
                 tq_codec cc;

@@ -10,19 +10,8 @@
 
 #include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
-static uint64_t rng = 88172645463325252ull;
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void)
-{
-    double u = urand() + 1e-300, v = urand();
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
+#define TQ_RAND_SEED 88172645463325252ull
+#include "tq_rand.h" /* defines: tq_rand_unit, tq_rand_normal */
 
 int main(void)
 {
@@ -33,9 +22,9 @@ int main(void)
     double* outd = malloc((size_t)d * sizeof(double));
     /* correlated activations with a few large channels */
     for (int64_t i = 0; i < nseq * T; i++) {
-        double z = nrand();
+        double z = tq_rand_normal();
         for (int64_t j = 0; j < d; j++) {
-            double v = 0.6 * z + nrand() * (j % 17 == 3 ? 20.0 : 1.0);
+            double v = 0.6 * z + tq_rand_normal() * (j % 17 == 3 ? 20.0 : 1.0);
             x[i * d + j] = (float)v;
         }
     }

@@ -21,19 +21,8 @@
 
 #include "tq_check.h" /* defines: CHECK, n_failed, n_checks */
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-static double urand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (double)(rng >> 11) / 9007199254740992.0;
-}
-static double nrand(void)
-{
-    double u = urand() + 1e-300, v = urand();
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
+#define TQ_RAND_SEED 0x9E3779B97F4A7C15ull
+#include "tq_rand.h" /* defines: tq_rand_unit, tq_rand_normal */
 
 static double now(void)
 {
@@ -46,9 +35,9 @@ static double now(void)
 static void synth_x(float* x, int64_t rows, int64_t d, int64_t ld)
 {
     for (int64_t i = 0; i < rows; i++) {
-        double z = nrand();
+        double z = tq_rand_normal();
         for (int64_t j = 0; j < ld; j++)
-            x[i * ld + j] = j < d ? (float)(0.6 * z + nrand() * (j % 17 == 3 ? 20.0 : 1.0)) : NAN; /* padding: never read */
+            x[i * ld + j] = j < d ? (float)(0.6 * z + tq_rand_normal() * (j % 17 == 3 ? 20.0 : 1.0)) : NAN; /* padding: never read */
     }
 }
 

@@ -31,14 +31,8 @@ static double now(void)
     return (double)tv.tv_sec + tv.tv_usec * 1e-6;
 }
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static uint64_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+#define TQ_RAND_SEED 0x9e3779b97f4a7c15ull
+#include "tq_rand.h" /* defines: tq_rng, tq_rand_next */
 
 static void make_units(const char* dir, int64_t n)
 {
@@ -103,17 +97,17 @@ static void mutate_and_load(const char* dir, const char* file, const char* orig,
     for (int it = 0; it < iters; it++) {
         size_t n = len;
         memcpy(buf, orig, len);
-        int kind = (int)(rnd() % 5);
-        if (kind == 0 && n) buf[rnd() % n] ^= (char)(1u << (rnd() % 8)); /* bit flip */
-        else if (kind == 1 && n) n = (size_t)(rnd() % n);                  /* truncate */
-        else if (kind == 2 && n) buf[rnd() % n] = (char)(rnd() & 0xff);    /* random byte */
+        int kind = (int)(tq_rand_next() % 5);
+        if (kind == 0 && n) buf[tq_rand_next() % n] ^= (char)(1u << (tq_rand_next() % 8)); /* bit flip */
+        else if (kind == 1 && n) n = (size_t)(tq_rand_next() % n);                  /* truncate */
+        else if (kind == 2 && n) buf[tq_rand_next() % n] = (char)(tq_rand_next() & 0xff);    /* random byte */
         else if (kind == 3 && n) {                                          /* duplicate a chunk */
-            size_t at = rnd() % n, k = 1 + rnd() % 40;
+            size_t at = tq_rand_next() % n, k = 1 + tq_rand_next() % 40;
             if (at + k > n) k = n - at;
             memmove(buf + at + k, buf + at, n - at);
             n += k;
         } else {
-            buf[rnd() % (n ? n : 1)] = (char)"\t\n 0123456789abcdefDB-"[rnd() % 22];
+            buf[tq_rand_next() % (n ? n : 1)] = (char)"\t\n 0123456789abcdefDB-"[tq_rand_next() % 22];
         }
         write_bytes(path, buf, n);
         tq_manifest* m = NULL;
@@ -246,8 +240,8 @@ int main(void)
         free(ut);
         for (int it = 0; it < 300; it++) { /* the fuzz entry with random bytes */
             uint8_t b[256];
-            size_t n = rnd() % sizeof b;
-            for (size_t k = 0; k < n; k++) b[k] = (uint8_t)rnd();
+            size_t n = tq_rand_next() % sizeof b;
+            for (size_t k = 0; k < n; k++) b[k] = (uint8_t)tq_rand_next();
             LLVMFuzzerTestOneInput(b, n);
         }
         tq_rmtree(g_dir);

@@ -78,14 +78,8 @@ static const char* k_table =
     "model.layers.0.mlp.down_proj.weight\tmlp_down\t64\t172\ttq3\t4736\t1.234567890e-03\n"
     "model.norm.weight\tnorm\t1\t64\tf32\t256\t0.000000000e+00\n";
 
-static uint64_t rng = 42;
-static uint64_t next(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+#define TQ_RAND_SEED 42ull
+#include "tq_rand.h" /* defines: tq_rng, tq_rand_next */
 
 static void mutate_and_check(const char* base, int table)
 {
@@ -94,13 +88,13 @@ static void mutate_and_check(const char* base, int table)
     for (int it = 0; it < 10000; it++) {
         size_t len = bl;
         memcpy(buf + 1, base, bl);
-        int nm = 1 + (int)(next() % 6);
+        int nm = 1 + (int)(tq_rand_next() % 6);
         for (int k = 0; k < nm; k++) {
-            size_t pos = len ? next() % len : 0;
-            switch (next() % 5) {
-            case 0: buf[1 + pos] = (uint8_t)next(); break;                                   /* flip byte */
+            size_t pos = len ? tq_rand_next() % len : 0;
+            switch (tq_rand_next() % 5) {
+            case 0: buf[1 + pos] = (uint8_t)tq_rand_next(); break;                                   /* flip byte */
             case 1: if (len) { memmove(buf + 1 + pos, buf + 2 + pos, len - pos - 1); len--; } break; /* delete */
-            case 2: if (len + 2 < sizeof buf) { memmove(buf + 2 + pos, buf + 1 + pos, len - pos); buf[1 + pos] = "\t \n#:=g0"[next() % 8]; len++; } break;
+            case 2: if (len + 2 < sizeof buf) { memmove(buf + 2 + pos, buf + 1 + pos, len - pos); buf[1 + pos] = "\t \n#:=g0"[tq_rand_next() % 8]; len++; } break;
             case 3: len = pos; break;                                                         /* truncate */
             default: if (len + 2 < sizeof buf) { memmove(buf + 2 + pos, buf + 1 + pos, len - pos); buf[1 + pos] = 0; len++; } break; /* NUL */
             }

@@ -33,14 +33,8 @@ static tq_arch* load(const char* name)
     return a;
 }
 
-static uint64_t rng = 88172645463325252ull;
-static uint64_t rnd(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
+#define TQ_RAND_SEED 88172645463325252ull
+#include "tq_rand.h" /* defines: tq_rng, tq_rand_next */
 
 static void test_122b(void)
 {
@@ -115,7 +109,7 @@ static void test_order_independence(void)
     tq_unitlist *u1 = NULL, *u2 = NULL;
     CHECK(tq_units_build(t, n, 16 << 20, 1, &u1) == TQ_OK, "%s", tq_last_error());
     for (int64_t i = n - 1; i > 0; i--) { /* Fisher-Yates shuffle */
-        int64_t j = (int64_t)(rnd() % (uint64_t)(i + 1));
+        int64_t j = (int64_t)(tq_rand_next() % (uint64_t)(i + 1));
         tq_plan_tensor x = t[i];
         t[i] = t[j];
         t[j] = x;
