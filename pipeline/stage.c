@@ -514,6 +514,56 @@ static tq_status assign_contiguous(const tq_manifest* m, const uint64_t* bytes, 
 }
 
 
+/* The pending units of m dealt to the ranks by the shard plan (largest first onto the least loaded rank;
+ * bytes[i] = unit i's weight, NULL = 1 each): this rank's manifest indices into *mine (malloc'd). */
+static tq_status assign_balanced(const tq_manifest* m, const uint64_t* bytes, int nranks, int rank, const char* dir,
+                                 int64_t** mine, int64_t* nmine)
+{
+    int64_t np = m->n - m->n_done;
+    tq_status rc = TQ_OK;
+    tq_unitlist sub;
+    memset(&sub, 0, sizeof sub);
+    int64_t* map = malloc((size_t)(np + 1) * sizeof(int64_t));
+    sub.units = calloc((size_t)np + 1, sizeof(tq_unit));
+    if (!map || !sub.units) {
+        free(map);
+        free(sub.units);
+        return tq_fail(TQ_ERR_NOMEM, "out of memory scheduling %s", dir);
+    }
+    int64_t q = 0;
+    for (int64_t i = 0; i < m->n; i++) {
+        if (m->st[i].done) continue;
+        tq_fmt(sub.units[q].name, sizeof sub.units[q].name, "%s", m->keys[i]);
+        sub.units[q].row0 = 0;
+        sub.units[q].nrows = 1;
+        sub.units[q].tensor_rows = 1;
+        sub.units[q].bytes = bytes ? (bytes[i] ? bytes[i] : 1) : 1;
+        sub.units[q].row_bytes = sub.units[q].bytes;
+        map[q++] = i;
+    }
+    sub.n_units = np;
+    if (np > 0) {
+        tq_shardplan* plan = NULL;
+        rc = tq_shardplan_assign(&sub, nranks, &plan);
+        if (rc == TQ_OK) {
+            int64_t cnt = 0;
+            const int64_t* idx = tq_shardplan_rank_units(plan, rank, &cnt);
+            *mine = malloc((size_t)(cnt + 1) * sizeof(int64_t));
+            if (!*mine) rc = tq_fail(TQ_ERR_NOMEM, "out of memory");
+            else {
+                for (int64_t i = 0; i < cnt; i++) (*mine)[i] = map[idx[i]];
+                *nmine = cnt;
+            }
+        }
+        tq_shardplan_free(&plan);
+    } else {
+        *mine = malloc(sizeof(int64_t));
+    }
+    free(map);
+    free(sub.units);
+    return rc;
+}
+
 static tq_status schedule_impl(tq_stage_ctx* ctx, int64_t n, const char* const* keys, const uint64_t* bytes,
                                const int64_t* order, const uint64_t* cost, int verify, tq_manifest** mout,
                                int64_t** mine, int64_t* nmine);
@@ -613,66 +663,13 @@ static tq_status schedule_impl(tq_stage_ctx* ctx, int64_t n, const char* const* 
 
     /* pending units, balanced over the ranks of this run */
     int64_t np = m->n - m->n_done;
-    if (order) {
-        rc = tq_rt_agree(rt, assign_contiguous(m, cost ? cost : bytes, order, rt->size, rt->rank, mine, nmine));
-        if (rc != TQ_OK) {
-            free(*mine);
-            *mine = NULL;
-            *nmine = 0;
-            tq_manifest_free(&m);
-            return rc;
-        }
-        if (rt->rank == 0 && ctx->units_done_before > 0)
-            TQ_LOG(TQ_LOG_INFO, "stage %s: resuming: %" PRId64 " of %" PRId64 " units already done, %" PRId64 " to do",
-                   tq_stage_name(ctx->id), ctx->units_done_before, n, np);
-        *mout = m;
-        return TQ_OK;
-    }
-    tq_unitlist sub;
-    memset(&sub, 0, sizeof sub);
-    int64_t* map = malloc((size_t)(np + 1) * sizeof(int64_t));
-    sub.units = calloc((size_t)np + 1, sizeof(tq_unit));
-    if (!map || !sub.units) {
-        free(map);
-        free(sub.units);
-        tq_manifest_free(&m);
-        return tq_fail(TQ_ERR_NOMEM, "out of memory scheduling %s", ctx->dir);
-    }
-    int64_t q = 0;
-    for (int64_t i = 0; i < m->n; i++) {
-        if (m->st[i].done) continue;
-        tq_fmt(sub.units[q].name, sizeof sub.units[q].name, "%s", m->keys[i]);
-        sub.units[q].row0 = 0;
-        sub.units[q].nrows = 1;
-        sub.units[q].tensor_rows = 1;
-        sub.units[q].bytes = bytes ? (bytes[i] ? bytes[i] : 1) : 1;
-        sub.units[q].row_bytes = sub.units[q].bytes;
-        map[q++] = i;
-    }
-    sub.n_units = np;
-    if (np > 0) {
-        tq_shardplan* plan = NULL;
-        rc = tq_shardplan_assign(&sub, rt->size, &plan);
-        if (rc == TQ_OK) {
-            int64_t cnt = 0;
-            const int64_t* idx = tq_shardplan_rank_units(plan, rt->rank, &cnt);
-            *mine = malloc((size_t)(cnt + 1) * sizeof(int64_t));
-            if (!*mine) rc = tq_fail(TQ_ERR_NOMEM, "out of memory");
-            else {
-                for (int64_t i = 0; i < cnt; i++) (*mine)[i] = map[idx[i]];
-                *nmine = cnt;
-            }
-        }
-        tq_shardplan_free(&plan);
-    } else {
-        *mine = malloc(sizeof(int64_t));
-    }
-    free(map);
-    free(sub.units);
+    rc = order ? assign_contiguous(m, cost ? cost : bytes, order, rt->size, rt->rank, mine, nmine)
+               : assign_balanced(m, bytes, rt->size, rt->rank, ctx->dir, mine, nmine);
     rc = tq_rt_agree(rt, rc);
     if (rc != TQ_OK) {
         free(*mine);
         *mine = NULL;
+        *nmine = 0;
         tq_manifest_free(&m);
         return rc;
     }
