@@ -151,6 +151,19 @@ static tq_status sw_read(void* ctx, const char* name, float* dst, size_t cap)
     return rc;
 }
 
+/* A weight source that reads through ss: inner's tensors, with ss's swapped tensor or plan applied. */
+static tq_wsource swap_source(const tq_wsource* inner, swap_src* ss)
+{
+    tq_wsource sw = *inner;
+    sw.ctx = ss;
+    sw.config_json = sw_config;
+    sw.has = sw_has;
+    sw.shape = sw_shape;
+    sw.read = sw_read;
+    sw.close = NULL;
+    return sw;
+}
+
 typedef struct {
     int ctx, nwin;
     int64_t ntok;
@@ -266,15 +279,9 @@ static tq_status probe_scale(const tq_sens_opts* o, tq_ckpt* ck, const tq_arch* 
     TQ_CHECK_GOTO(probe_init(&P, inner, o->model, o->probe_data, o->tokenizer, a ? a->vocab : 0, o->probe_tokens,
                              o->probe_ctx),
                   out);
-    sw = *inner;
-    sw.ctx = &ss;
-    sw.config_json = sw_config;
-    sw.has = sw_has;
-    sw.shape = sw_shape;
-    sw.read = sw_read;
-    sw.close = NULL;
     memset(&ss, 0, sizeof ss);
     ss.inner = inner;
+    sw = swap_source(inner, &ss);
     for (int64_t i0 = 0; i0 < t->n && rc == TQ_OK;) {
         int64_t i1 = i0;
         while (i1 < t->n && !strcmp(t->rows[i1].tensor, t->rows[i0].tensor)) i1++;
@@ -572,15 +579,7 @@ tq_status tq_plan_kl(const tq_rt* rt, const tq_plan_kl_opts* o, const tq_plan* c
     ss.seed = o->seed;
     ss.gq = gq;
     tq_wsource sw;
-    if (inner) {
-        sw = *inner;
-        sw.ctx = &ss;
-        sw.config_json = sw_config;
-        sw.has = sw_has;
-        sw.shape = sw_shape;
-        sw.read = sw_read;
-        sw.close = NULL;
-    }
+    if (inner) sw = swap_source(inner, &ss);
     for (int i = rt->rank; i < n && rc == TQ_OK; i += rt->size) {
         ss.plan = plans[i];
         rc = probe_run(&P, &sw, 0, &kl[i]);
