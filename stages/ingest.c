@@ -167,14 +167,14 @@ tq_status tq_stage_ingest(tq_stage_ctx* ctx)
         const int64_t maxb = tq_fault_active() ? 1 : 256;
         tq_unit_check* ck = malloc((size_t)maxb * sizeof *ck);
         if (!ck) rc = tq_fail(TQ_ERR_NOMEM, "out of memory");
+        tq_verify_opts vo = {0};
+        vo.reader_thread = tq_verify_reader_auto(); /* prefetch thread only when the rank owns >= 2 CPUs */
         for (int64_t i = 0; rc == TQ_OK && i < nmine;) {
             int64_t nb = 0;
             uint64_t bb = 0;
             while (i + nb < nmine && nb < maxb && (nb == 0 || bb + u->units[mine[i + nb]].bytes <= (64u << 20)))
                 bb += u->units[mine[i + nb++]].bytes;
             tq_verify_stats vs;
-            tq_verify_opts vo = {0};
-            vo.reader_thread = tq_verify_reader_auto(); /* prefetch thread only when the rank owns >= 2 CPUs */
             rc = tq_verify_units(c, u, mine + i, nb, &vo, ck, &vs);
             for (int64_t b = 0; rc == TQ_OK && b < nb; b++) {
                 int64_t k = mine[i + b];
