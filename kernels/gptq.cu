@@ -32,19 +32,9 @@ extern "C" {
 #include "linalg_gpu.h"
 #include "status.h"
 }
-#include "gpu_common.cuh" /* defines: CUDA_CHECK_GOTO, tq_f* IEEE wrappers */
+#include "gpu_common.cuh" /* defines: CUDA_CHECK_GOTO, CUBLAS_CHECK_GOTO, tq_f* IEEE wrappers */
 
 #define GQ_THREADS 64 /* rows per thread block of the sweep: small, so that few rows still spread over the SMs */
-
-#define CUBLAS_CHECK_GOTO(expr, label)                                                             \
-    do {                                                                                           \
-        cublasStatus_t const s_ = (expr);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            rc = tq_fail(TQ_ERR_CUDA, "cuBLAS error %d (%s) in %s at %s:%d: %s", (int)s_,          \
-                         cublasGetStatusString(s_), __func__, __FILE__, __LINE__, #expr);          \
-            goto label;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 #define CUSOLVER_CHECK_GOTO(expr, label)                                                           \
     do {                                                                                           \

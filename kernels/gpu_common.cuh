@@ -10,6 +10,7 @@
 #ifndef TQ_GPU_COMMON_CUH
 #define TQ_GPU_COMMON_CUH
 
+#include <cublas_v2.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -34,6 +35,17 @@ extern "C" {
         if (e_ != cudaSuccess) {                                                                   \
             rc = tq_fail(TQ_ERR_CUDA, "CUDA error %s (%s) in %s at %s:%d: %s", cudaGetErrorName(e_),  \
                          cudaGetErrorString(e_), __func__, __FILE__, __LINE__, #expr);             \
+            goto label;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+/* Same for a cuBLAS call. */
+#define CUBLAS_CHECK_GOTO(expr, label)                                                             \
+    do {                                                                                           \
+        cublasStatus_t const s_ = (expr);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+            rc = tq_fail(TQ_ERR_CUDA, "cuBLAS error %d (%s) in %s at %s:%d: %s", (int)s_,          \
+                         cublasGetStatusString(s_), __func__, __FILE__, __LINE__, #expr);          \
             goto label;                                                                            \
         }                                                                                          \
     } while (0)

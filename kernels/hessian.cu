@@ -19,19 +19,9 @@ extern "C" {
 #include "linalg_gpu.h"
 #include "status.h"
 }
-#include "gpu_common.cuh" /* defines: CUDA_CHECK_GOTO */
+#include "gpu_common.cuh" /* defines: CUDA_CHECK_GOTO, CUBLAS_CHECK_GOTO */
 
 #define TQ_HESS_GPU_CHUNK ((size_t)64 << 20)
-
-#define CUBLAS_CHECK_GOTO(expr, label)                                                             \
-    do {                                                                                           \
-        cublasStatus_t const s_ = (expr);                                                          \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            rc = tq_fail(TQ_ERR_CUDA, "cuBLAS error %d (%s) in %s at %s:%d: %s", (int)s_,          \
-                         cublasGetStatusString(s_), __func__, __FILE__, __LINE__, #expr);          \
-            goto label;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 /* defined in kernels/gptq.cu */
 void tq_gptq_gpu_release_state(void);
