@@ -849,6 +849,9 @@ __global__ void __launch_bounds__(TQ_GPU_THREADS, TQ_GPU_DROT_MINB) tq_deq_rot_k
 
 #define TQ_TPB_WARPS 4
 #define TQ_TPB_THREADS (TQ_TPB_WARPS * 32)
+#ifndef TQ_TPB_QMINB
+#define TQ_TPB_QMINB 2 /* resident quantize blocks per SM the register budget is set for */
+#endif
 
 /* Per stage: the block size's codebook (fp32 and exact double) and its real boundaries (+inf padded). */
 typedef struct {
@@ -860,8 +863,7 @@ typedef struct {
 __host__ __device__ inline size_t tq_tpb_fixed_bytes(int64_t cols, int nst, const int lut_n[2])
 {
     const size_t nsw = (size_t)((cols + 31) / 32);
-    return (size_t)nst * tq_align16(nsw * 4) + 2 * sizeof(tq_tpb_tab) + tq_align16((size_t)lut_n[0]) +
-           tq_align16((size_t)lut_n[1]);
+    return (size_t)nst * tq_align16(nsw * 4) + 2 * sizeof(tq_tpb_tab) + 8 * (size_t)lut_n[0] + 8 * (size_t)lut_n[1];
 }
 
 __device__ __forceinline__ void tq_cp16(void* smem_dst, const void* gsrc)
@@ -888,7 +890,7 @@ __device__ __forceinline__ void tq_cp_wait0()
 /* Shared memory of the TPB kernels: sign masks, codebook tables, code lookup tables, then the per-warp
  * buffers (returned). */
 __device__ uint8_t* tq_tpb_setup(const tq_gpu_params& p, uint8_t* smem, int D, int quantize, uint32_t** sg,
-                                 tq_tpb_tab** tab, uint8_t** lut)
+                                 tq_tpb_tab** tab, uint2** lut)
 {
     const int nst = p.kind == TQ_CODEC_TQR ? 2 : 1;
     const size_t nsw = (size_t)((p.cols + 31) / 32);
@@ -899,10 +901,10 @@ __device__ uint8_t* tq_tpb_setup(const tq_gpu_params& p, uint8_t* smem, int D, i
     tab[0] = (tq_tpb_tab*)(smem + off);
     tab[1] = tab[0] + 1;
     off += 2 * sizeof(tq_tpb_tab);
-    lut[0] = smem + off;
-    off += tq_align16((size_t)p.lut_n[0]);
-    lut[1] = smem + off;
-    off += tq_align16((size_t)p.lut_n[1]);
+    lut[0] = (uint2*)(smem + off);
+    off += 8 * (size_t)p.lut_n[0];
+    lut[1] = (uint2*)(smem + off);
+    off += 8 * (size_t)p.lut_n[1];
     const int ci = p.size_idx[tq_ilog2_d(D)];
     for (int st = 0; st < nst && p.kind != TQ_CODEC_RTN; st++) {
         uint32_t* sgs = sg[st];
@@ -939,7 +941,8 @@ __device__ uint8_t* tq_tpb_setup(const tq_gpu_params& p, uint8_t* smem, int D, i
                 const double thr = (double)c / S - 1.0625 - 1.0 / S;
                 int cnt = 0;
                 for (int j = 0; j < nb; j++) cnt += tq_f2d(tab[st]->bnd[j]) < thr;
-                lut[st][c] = (uint8_t)cnt;
+                /* the cell's lower code and the boundary above it: one 8-byte load per weight */
+                lut[st][c] = make_uint2(__float_as_uint(tab[st]->bnd[cnt]), (unsigned)cnt);
             }
         }
         __syncthreads();
@@ -1072,7 +1075,7 @@ __device__ __forceinline__ void tq_tpb_load_words(uint32_t (&w)[NW], const uint8
  * packed codes into cw, the fp16 norm into h. Returns true when the norm overflows fp16 (or is NaN). */
 template <int D, int B>
 __device__ __forceinline__ bool tq_tpb_stage(const tq_gpu_params& p, const float (&y)[D], uint32_t (&cw)[D * B / 32],
-                                             uint16_t& h, const tq_tpb_tab& T, const uint8_t* lut, float ls, int ln)
+                                             uint16_t& h, const tq_tpb_tab& T, const uint2* lut, float ls, int ln)
 {
     double n2 = 0.0;
 #pragma unroll
@@ -1095,18 +1098,25 @@ __device__ __forceinline__ bool tq_tpb_stage(const tq_gpu_params& p, const float
         const float u = tq_fmul(y[i], inv);
         unsigned idx = (unsigned)__float2int_rd(u * ls + lc);
         idx = idx < lmax ? idx : lmax;
-        const int tb = lut[idx];
-        int c = tb + tq_fgt(u, T.bnd[tb]);
-        c = valid ? c : 0;
+        const uint2 cell = lut[idx];
+        /* u > boundary exactly when boundary - u is negative (an exact sign: -0 for a flushed negative
+         * denormal, +0 when equal, +inf for the top code): the code is the cell's lower code plus that sign
+         * bit (one shift-add). A NaN u, whose block is reported as an error anyway, may differ. */
+        const uint32_t c = cell.y + (__float_as_uint(tq_fsub(__uint_as_float(cell.x), u)) >> 31);
         const int bit = i * B;
-        cw[bit >> 5] |= (uint32_t)c << (bit & 31);
-        if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < D * B / 32 ? (bit >> 5) + 1 : 0] |= (uint32_t)c >> (32 - (bit & 31));
+        /* the fields do not overlap: adding is or-ing, and shift + add is one instruction */
+        cw[bit >> 5] += c << (bit & 31);
+        if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < D * B / 32 ? (bit >> 5) + 1 : 0] += c >> (32 - (bit & 31));
         const double cd = T.cbd[c];
         dot = fma(tq_f2d(y[i]), cd, dot);
         cc = fma(cd, cd, cc);
     }
     h = 0;
-    if (valid) {
+    if (!valid) {
+        /* a zero (or denormal-norm) block: all codes 0, as the reference writes them */
+#pragma unroll
+        for (int w = 0; w < D * B / 32; w++) cw[w] = 0;
+    } else {
         const double s = p.plain_norm ? nd : (cc > 0.0 ? dot / cc : 0.0);
         h = tq_f32_to_f16_d(tq_d2f(s));
         if ((h & 0x7c00u) == 0x7c00u) ovf = true;
@@ -1117,7 +1127,7 @@ __device__ __forceinline__ bool tq_tpb_stage(const tq_gpu_params& p, const float
 /* Quantize full block fb (flat index row * nfull + k) from its shared row. */
 template <int D, int K, int B>
 __device__ __forceinline__ void tq_quant_tpb_block(const tq_gpu_params& p, uint32_t* const* sg, tq_tpb_tab* const* tab,
-                                                   uint8_t* const* lut, const uint8_t* row, int64_t fb)
+                                                   uint2* const* lut, const uint8_t* row, int64_t fb)
 {
     int64_t r, k;
     tq_task(fb, p.nfull, &r, &k);
@@ -1222,6 +1232,14 @@ __device__ __forceinline__ void tq_tpb_fetch(const tq_gpu_params& p, int64_t t, 
     const int64_t f0 = t * 32;
     const int nblk = F - f0 < 32 ? (int)(F - f0) : 32;
     const uint8_t* in = (const uint8_t*)p.in;
+    if (p.tpb_vec && p.tail == 0) {
+        /* no partial blocks: the task's blocks are one contiguous range of the input */
+        const int CH = D * es / 16, lg = es == 2 ? tq_ilog2_d(D) - 3 : tq_ilog2_d(D) - 2;
+        const int nch = nblk * CH;
+        const uint8_t* src = in + f0 * D * es;
+        for (int c = lane; c < nch; c += 32) tq_cp16(buf + (c >> lg) * RB + (c & (CH - 1)) * 16, src + (size_t)c * 16);
+        return;
+    }
     int64_t r, k;
     tq_task(f0 + (lane < nblk ? lane : 0), p.nfull, &r, &k);
     const int64_t off = r * p.cols + k * D; /* elements */
@@ -1249,12 +1267,12 @@ __device__ __forceinline__ void tq_tpb_fetch(const tq_gpu_params& p, int64_t t, 
 }
 
 template <int D, int K, int B>
-__global__ void __launch_bounds__(TQ_TPB_THREADS, 2) tq_quant_tpb_kernel(const __grid_constant__ tq_gpu_params p)
+__global__ void __launch_bounds__(TQ_TPB_THREADS, TQ_TPB_QMINB) tq_quant_tpb_kernel(const __grid_constant__ tq_gpu_params p)
 {
     extern __shared__ __align__(16) uint8_t smem[];
     uint32_t* sg[2];
     tq_tpb_tab* tab[2];
-    uint8_t* lut[2];
+    uint2* lut[2];
     uint8_t* stg = tq_tpb_setup(p, smem, D, 1, sg, tab, lut);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int es = p.in_bf16 ? 2 : 4;
@@ -1313,7 +1331,7 @@ __global__ void __launch_bounds__(TQ_TPB_THREADS, 2) tq_deq_tpb_kernel(const __g
     extern __shared__ __align__(16) uint8_t smem[];
     uint32_t* sg[2];
     tq_tpb_tab* tab[2];
-    uint8_t* lut[2];
+    uint2* lut[2];
     uint8_t* stg = tq_tpb_setup(p, smem, D, 0, sg, tab, lut);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int es = p.in_bf16 ? 2 : 4;
