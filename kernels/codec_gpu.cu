@@ -1227,10 +1227,10 @@ __device__ __forceinline__ void tq_quant_tpb_block(const tq_gpu_params& p, uint3
 /* Copy the weights of task t (full blocks 32 t .. 32 t + 31) into the warp buffer buf (row j at j * RB). */
 template <int D>
 __device__ __forceinline__ void tq_tpb_fetch(const tq_gpu_params& p, int64_t t, uint8_t* buf, int lane, int es, int RB,
-                                             int64_t F)
+                                             int64_t F, int BPT = 32)
 {
-    const int64_t f0 = t * 32;
-    const int nblk = F - f0 < 32 ? (int)(F - f0) : 32;
+    const int64_t f0 = t * BPT;
+    const int nblk = F - f0 < BPT ? (int)(F - f0) : BPT;
     const uint8_t* in = (const uint8_t*)p.in;
     if (p.tpb_vec && p.tail == 0) {
         /* no partial blocks: the task's blocks are one contiguous range of the input */
@@ -1293,6 +1293,126 @@ __global__ void __launch_bounds__(TQ_TPB_THREADS, TQ_TPB_QMINB) tq_quant_tpb_ker
         __syncwarp();
         const int64_t fb = t * 32 + lane;
         if (fb < F) tq_quant_tpb_block<D, K, B>(p, sg, tab, lut, cur + lane * RB, fb);
+        __syncwarp();
+    }
+    tq_cp_wait0();
+}
+
+/* Two lanes per block (tq{b} quantize, g = 128): lane pair (2j, 2j + 1) holds block j of the task, 64
+ * values each, so a thread needs about half the registers of the one-lane kernel and twice the warps fit
+ * on an SM (the one-lane kernel is latency-bound at 8 warps per SM: docs/CODECS.md §6). The butterflies
+ * of strides 1..32 run in registers, the stride-64 one over one xor shuffle (the same operations as the
+ * reference's). Each lane adds its half's norm², <y,c> and <c,c> serially, then the two halves are added:
+ * like the warp kernels' shuffle sums this may differ from the reference's serial double sum in its last
+ * bit, which moves an fp32 norm by one ulp in ~1e-8 of blocks (none among the test cases). */
+#ifndef TQ_TPB2_MINB
+#define TQ_TPB2_MINB 4
+#endif
+
+template <int H, int B>
+__device__ __forceinline__ void tq_tpb2_block(const tq_gpu_params& p, uint32_t* const* sg, const tq_tpb_tab& T,
+                                              const uint2* lut, const uint8_t* row, int64_t fb, bool act, int lane)
+{
+    constexpr int NW = H * B / 32;
+    const int half = lane & 1;
+    int64_t r, k;
+    tq_task(fb, p.nfull, &r, &k);
+    const int colh = (int)(k * 2 * H) + half * H;
+    const int es = p.in_bf16 ? 2 : 4;
+    float y[H];
+    tq_tpb_load<H>(y, row + half * H * es, p.in_bf16);
+    tq_tpb_signs<H>(y, sg[0] + (colh >> 5));
+    tq_fwht_lanes<H>(y, lane, 2);
+    const float sc = p.rscale[tq_ilog2_d(2 * H)];
+#pragma unroll
+    for (int i = 0; i < H; i++) y[i] = tq_fmul(y[i], sc);
+    double n2 = 0.0;
+#pragma unroll
+    for (int i = 0; i < H; i++) {
+        const double yd = tq_f2d(y[i]);
+        n2 = fma(yd, yd, n2);
+    }
+    n2 += __shfl_xor_sync(TQ_GPU_FULL, n2, 1);
+    const double nd = sqrt(n2);
+    bool ovf = !(nd <= 2.0 * 65504.0);
+    const float n = tq_d2f(nd);
+    const bool valid = !tq_flt(n, 1e-30f);
+    const float inv = tq_fdiv(1.0f, valid ? n : 1.0f);
+    const float ls = p.lut_s[0];
+    const float lc = 1.0625f * ls;
+    const unsigned lmax = (unsigned)(p.lut_n[0] - 1);
+    uint32_t cw[NW];
+#pragma unroll
+    for (int w = 0; w < NW; w++) cw[w] = 0;
+    double dot = 0.0, cc = 0.0;
+#pragma unroll
+    for (int i = 0; i < H; i++) {
+        const float u = tq_fmul(y[i], inv);
+        unsigned idx = (unsigned)__float2int_rd(u * ls + lc);
+        idx = idx < lmax ? idx : lmax;
+        const uint2 cell = lut[idx];
+        const uint32_t c = cell.y + (__float_as_uint(tq_fsub(__uint_as_float(cell.x), u)) >> 31);
+        const int bit = i * B;
+        cw[bit >> 5] += c << (bit & 31);
+        if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < NW ? (bit >> 5) + 1 : 0] += c >> (32 - (bit & 31));
+        const double cd = T.cbd[c];
+        dot = fma(tq_f2d(y[i]), cd, dot);
+        cc = fma(cd, cd, cc);
+    }
+    dot += __shfl_xor_sync(TQ_GPU_FULL, dot, 1);
+    cc += __shfl_xor_sync(TQ_GPU_FULL, cc, 1);
+    uint16_t h = 0;
+    if (!valid) {
+#pragma unroll
+        for (int w = 0; w < NW; w++) cw[w] = 0;
+    } else {
+        const double s = p.plain_norm ? nd : (cc > 0.0 ? dot / cc : 0.0);
+        h = tq_f32_to_f16_d(tq_d2f(s));
+        if ((h & 0x7c00u) == 0x7c00u) ovf = true;
+    }
+    if (!act) return;
+    tq_tpb_store_words<NW>(p.part[0] + r * p.row_bytes[0] + (size_t)colh * B / 8, cw);
+    if (!half) ((uint16_t*)(p.part[1] + r * p.row_bytes[1]))[k] = h;
+    if (ovf && p.err) {
+        const unsigned long long key = (unsigned long long)r * (unsigned long long)p.cols + colh;
+        float x[H];
+        tq_tpb_load<H>(x, row + half * H * es, p.in_bf16);
+#pragma unroll
+        for (int i = 0; i < H; i++)
+            if (!tq_finite(x[i])) tq_err_min(p.err, TQ_GPU_ERR_NAN, key + i);
+        if (!half) tq_err_min(p.err, TQ_GPU_ERR_OVF, key);
+    }
+}
+
+template <int D, int B>
+__global__ void __launch_bounds__(TQ_TPB_THREADS, TQ_TPB2_MINB) tq_quant_tpb2_kernel(const __grid_constant__ tq_gpu_params p)
+{
+    extern __shared__ __align__(16) uint8_t smem[];
+    uint32_t* sg[2];
+    tq_tpb_tab* tab[2];
+    uint2* lut[2];
+    uint8_t* stg = tq_tpb_setup(p, smem, D, 1, sg, tab, lut);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int es = p.in_bf16 ? 2 : 4;
+    const int RB = D * es + 16;
+    uint8_t* buf0 = stg + (size_t)warp * 32 * RB;
+    uint8_t* buf1 = buf0 + 16 * RB;
+    const int64_t F = p.rows * p.nfull;
+    const int64_t NT = (F + 15) >> 4;
+    const int64_t NW = (int64_t)gridDim.x * TQ_TPB_WARPS;
+    int64_t t = (int64_t)blockIdx.x * TQ_TPB_WARPS + warp;
+    if (t < NT) tq_tpb_fetch<D>(p, t, buf0, lane, es, RB, F, 16);
+    tq_cp_commit();
+    for (int it = 0; t < NT; t += NW, it ^= 1) {
+        uint8_t* cur = it ? buf1 : buf0;
+        if (t + NW < NT) tq_tpb_fetch<D>(p, t + NW, it ? buf0 : buf1, lane, es, RB, F, 16);
+        tq_cp_commit();
+        tq_cp_wait1();
+        __syncwarp();
+        /* every lane runs the shuffles: a pair past the end works on block F - 1 and stores nothing */
+        const int64_t fb = t * 16 + (lane >> 1);
+        const bool act = fb < F;
+        tq_tpb2_block<D / 2, B>(p, sg, *tab[0], lut[0], cur + (act ? lane >> 1 : 0) * RB, act ? fb : F - 1, act, lane);
         __syncwarp();
     }
     tq_cp_wait0();
@@ -1959,7 +2079,7 @@ static tq_status tq_gpu_launch(K kernel, const tq_gpu_params* P, size_t smem, cu
 
 /* Launch a TPB kernel: persistent grid (SMs x resident blocks), capped by the warp tasks. */
 template <typename K>
-static tq_status tq_tpb_launch(K kernel, const tq_gpu_params* P, size_t smem, cudaStream_t stream)
+static tq_status tq_tpb_launch(K kernel, const tq_gpu_params* P, size_t smem, cudaStream_t stream, int bpt = 32)
 {
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     int dev = 0, nsm = 0, per = 0;
@@ -1967,7 +2087,7 @@ static tq_status tq_tpb_launch(K kernel, const tq_gpu_params* P, size_t smem, cu
     CUDA_CHECK(cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev));
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, TQ_TPB_THREADS, smem));
     if (per < 1) per = 1;
-    const int64_t nt = (P->rows * P->nfull + 31) / 32;
+    const int64_t nt = (P->rows * P->nfull + bpt - 1) / bpt;
     int64_t grid = (int64_t)nsm * per;
     const int64_t need = (nt + TQ_TPB_WARPS - 1) / TQ_TPB_WARPS;
     if (grid > need) grid = need;
@@ -1984,6 +2104,18 @@ static int tq_tpb_enabled(void)
     static int on = -1;
     if (on < 0) {
         const char* e = getenv("TQ_GPU_TPB");
+        on = !(e && e[0] == '0');
+    }
+    return on;
+}
+
+/* tq{b} quantize on the two-lanes-per-block kernel unless TQ_GPU_TPB2=0 (the one-lane kernel: for
+ * comparisons). */
+static int tq_tpb2_enabled(void)
+{
+    static int on = -1;
+    if (on < 0) {
+        const char* e = getenv("TQ_GPU_TPB2");
         on = !(e && e[0] == '0');
     }
     return on;
@@ -2020,6 +2152,17 @@ static tq_status tq_quant_tpb_go(const tq_gpu_params* P, size_t sm, cudaStream_t
         case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 3>, P, sm, st);
         case 4: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 4>, P, sm, st);
         default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 8>, P, sm, st);
+        }
+    }
+    if (P->kind == TQ_CODEC_TQ && tq_tpb2_enabled()) {
+        /* two lanes per block: half the staging rows per warp (16 blocks per task) */
+        const size_t rb = (size_t)D * (P->in_bf16 ? 2 : 4) + 16;
+        const size_t sm2 = sm - (size_t)TQ_TPB_WARPS * 32 * rb;
+        switch (P->bits) {
+        case 1: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 1>, P, sm2, st, 16);
+        case 2: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 2>, P, sm2, st, 16);
+        case 3: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 3>, P, sm2, st, 16);
+        default: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 4>, P, sm2, st, 16);
         }
     }
     if (P->kind == TQ_CODEC_TQ) {
