@@ -12,6 +12,9 @@
  *   without shuffles; weights reach shared memory by cp.async, outputs leave through a padded shared row
  *   per thread and coalesced 16-byte stores. The rows' tails (cols % g) then run on the warp kernels
  *   (tail_only). TQ_GPU_TPB=0 in the environment turns the TPB kernels off (comparisons).
+ *   tq{b} quantize of full g = 128 blocks uses two lanes per block instead (tq_quant_tpb2_kernel: 64
+ *   values a lane, the stride-64 butterfly over a shuffle, half sums added once; 128 registers so 16
+ *   warps fit an SM); TQ_GPU_TPB2=0 selects the one-lane kernel.
  *   Everything else uses the warp-per-block kernels (8 warps a block):
  *   rotation codecs (tq, tqr, bin1): a warp task is one full rotation block of g columns of one row
  *     (E = g/32 values per lane), or a row's whole tail (cols % g, its power-of-two blocks one after the
