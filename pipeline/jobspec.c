@@ -444,7 +444,8 @@ static const char* const alloc_keys[] = {"budget_bpw", "budget_bytes", "allowed"
 static const char* const quant_keys[] = {"codec", "group", "allowed", "rules", "max_unit_bytes", "device",
                                          "verify_on_resume", "gptq", "act_order", "damp", "resources", NULL};
 static const char* const pack_keys[] = {"zstd_level", "shard_size", "resources", NULL};
-static const char* const valid_keys[] = {"data", "ctx", "stride", "max_tokens", "kv_codecs", "resources", NULL};
+static const char* const valid_keys[] = {"data", "ctx", "stride", "max_tokens", "kv_codecs", "device", "gpu_weights",
+                                         "resources", NULL};
 static const char* const publish_keys[] = {"license", "resources", NULL};
 
 static tq_status stage_pair(pctx* c, const char* key, yaml_node_t* k, yaml_node_t* v, void* arg)
@@ -577,6 +578,14 @@ static tq_status stage_pair(pctx* c, const char* key, yaml_node_t* k, yaml_node_
             if (strcmp(j->eval_device, "auto") && strcmp(j->eval_device, "cpu") && strcmp(j->eval_device, "gpu"))
                 return perr(c, v, "stages.validate.device must be auto, cpu or gpu, not '%s'", j->eval_device);
             return TQ_OK;
+        }
+        if (!strcmp(key, "gpu_weights")) { /* how the GPU holds the artifact (pipeline/model_gpu.h tq_gpu_weights) */
+            TQ_FORWARD(get_str(c, v, key, j->eval_gpu_weights, sizeof j->eval_gpu_weights));
+            const char* const ok[] = {"auto", "packed", "packed-f32", "bf16", "f32"};
+            for (int i = 0; i < 5; i++)
+                if (!strcmp(j->eval_gpu_weights, ok[i])) return TQ_OK;
+            return perr(c, v, "stages.validate.gpu_weights must be auto, packed, packed-f32, bf16 or f32, not '%s'",
+                        j->eval_gpu_weights);
         }
         break;
     case TQ_STAGE_PUBLISH:

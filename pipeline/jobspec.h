@@ -131,6 +131,7 @@ typedef struct {
     int n_kv;
     char kv_codecs[TQ_JOB_MAX_LIST][16];
     char eval_device[8];         /* auto | cpu | gpu (default auto: the GPU forward pass when available) */
+    char eval_gpu_weights[12];   /* auto | packed | packed-f32 | bf16 | f32 (GPU weights; "" = auto: packed) */
     /* publish */
     char license[TQ_PATH_MAX];   /* optional LICENSE file to ship */
 } tq_job;

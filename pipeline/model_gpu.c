@@ -9,8 +9,9 @@
 #include <string.h>
 
 /* The hybrid families (Gated DeltaNet, gated attention, shared / fused experts) on the GPU, fp32 or bf16
- * weights (packed weights are refused for them): on by default, checked against the CPU on an H100
- * (tests/gpuhybrid.sh); the environment variable TQ_GPU_HYBRID (0 / 1) overrides. */
+ * weights or an artifact's packed weights (checked against the CPU on an H100: tests/gpupacked.sh; weights
+ * re-quantized at load, opts.packed, stay refused for them): on by default, checked against the CPU on an
+ * H100 (tests/gpuhybrid.sh); the environment variable TQ_GPU_HYBRID (0 / 1) overrides. */
 #ifndef TQ_GPU_HYBRID_DEFAULT
 #define TQ_GPU_HYBRID_DEFAULT 1 /* checked on an H100: tests/gpuhybrid.sh (eval NLL to 1e-7 of the CPU's) */
 #endif
@@ -33,6 +34,34 @@ void tq_gmodel_opts_init(tq_gmodel_opts* o)
     memset(o, 0, sizeof *o);
     o->device = -1;
     o->seed = 42;
+}
+
+tq_status tq_gpu_weights_parse(const char* s, tq_gpu_weights* out)
+{
+    static const char* const names[] = {"auto", "packed", "packed-f32", "bf16", "f32"};
+    if (!s) {
+        *out = TQ_GW_AUTO;
+        return TQ_OK;
+    }
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(s, names[i])) {
+            *out = (tq_gpu_weights)i;
+            return TQ_OK;
+        }
+    return tq_fail(TQ_ERR_ARG, "GPU weights '%s': use auto, packed, packed-f32, bf16 or f32", s);
+}
+
+const char* tq_gmodel_opts_weights(tq_gmodel_opts* o, tq_gpu_weights mode, int legacy_bf16, const char* artifact_dir)
+{
+    const char* art = artifact_dir && artifact_dir[0] ? artifact_dir : NULL;
+    if (mode == TQ_GW_AUTO) mode = art ? TQ_GW_PACKED : legacy_bf16 ? TQ_GW_BF16 : TQ_GW_F32;
+    o->artifact = NULL;
+    o->bf16 = mode == TQ_GW_PACKED || mode == TQ_GW_BF16;
+    if ((mode == TQ_GW_PACKED || mode == TQ_GW_PACKED_F32) && art) {
+        o->artifact = art;
+        return mode == TQ_GW_PACKED ? "packed" : "packed-f32";
+    }
+    return o->bf16 ? "bf16" : "f32";
 }
 
 /* The GPU recurrence kernel's key head dims (kernels/deltanet_gpu.cu: tq_dn_gpu_dk_ok). */
@@ -100,6 +129,7 @@ int tq_gmodel_supports(const tq_arch* a, const tq_kv_codec* k, const tq_kv_codec
 #include <cuda_runtime.h>
 #include <math.h>
 
+#include "artifact.h"    // defines: tq_artifact_open, tq_artifact_find, tq_artifact_read (packed from an artifact)
 #include "codec_gpu.h"   // defines: tq_quantize_gpu_dev, tq_dequantize_gpu_dev
 #include "deltanet_gpu.h" // defines: tq_dn_conv_silu_cuda, tq_dn_delta_rule_cuda (hybrid families)
 #include "forward_gpu.h" // defines: the kernels' launchers, tq_gkv_side
@@ -169,12 +199,15 @@ struct tq_gmodel {
     glayer* layers;
     gw embed, head;
     int head_is_embed;
+    int64_t head_rows;  /* rows per GEMM of a packed head */
     float* final_norm;
     tq_rope rope;
     float eps;
     int nq, nkv, hd, hidden, vocab, I, E, K, mi;
-    int bf16, packed;
+    int bf16, packed;   /* packed: linear weights re-quantized with pcodec at load */
     tq_codec pcodec;
+    tq_artifact* art;   /* packed from an artifact (opts.artifact): its quantized tensors stay packed */
+    int npacked;        /* weights kept packed */
     uint64_t seed;
     int dev;
     cudaStream_t st;
@@ -191,8 +224,8 @@ struct tq_gmodel {
     size_t logits_cap;
     void* work;
     size_t work_cap;
-    uint16_t* wscratch;
-    size_t wscratch_cap;
+    void* wscratch;     /* dequantize scratch: bf16 (bf16 set) or fp32 elements */
+    size_t wscratch_cap; /* elements */
     float* hstage;
     size_t hstage_cap;
     float* dstage;
@@ -297,9 +330,72 @@ static tq_status up_norm(tq_gmodel* m, tq_wsource* src, const char* name, int64_
     return up_vec1(m, src, name, n, m->norm_plus1, out);
 }
 
-/* A matrix: fp32 (force_f32 or fp32 model), bf16, or packed (linear weights of a packed model). */
-static tq_status up_w(tq_gmodel* m, tq_wsource* src, const char* name, int64_t rows, int64_t cols, int linear, int force_f32, gw* w)
+/* Grow the dequantize scratch to elems elements (bf16 or fp32, as the model's GEMMs). Load time only. */
+static tq_status scratch_reserve(tq_gmodel* m, size_t elems)
 {
+    if (elems <= m->wscratch_cap) return TQ_OK;
+    if (m->wscratch) cudaFree(m->wscratch);
+    m->wscratch = NULL;
+    m->wscratch_cap = 0;
+    TQ_FORWARD(dmalloc(&m->wscratch, elems * (m->bf16 ? sizeof(uint16_t) : sizeof(float))));
+    m->wscratch_cap = elems;
+    return TQ_OK;
+}
+
+/* Codecs an artifact tensor is kept packed in: everything but the plain float formats. */
+static int art_packable(const tq_artifact_tensor* t)
+{
+    tq_codec_kind k = t->codec.kind;
+    return k != TQ_CODEC_INVALID && k != TQ_CODEC_F32 && k != TQ_CODEC_FP16 && k != TQ_CODEC_BF16;
+}
+
+/* An artifact tensor's packed parts, as stored (tq_artifact_read checks the checksum), onto the device;
+ * gemm_rows: the most rows one GEMM dequantizes (sizes the scratch). */
+static tq_status up_art_packed(tq_gmodel* m, const tq_artifact_tensor* t, const char* name, int64_t gemm_rows, gw* w)
+{
+    tq_qtensor q;
+    memset(&q, 0, sizeof q);
+    TQ_FORWARD(tq_artifact_read(m->art, t, &q));
+    tq_status rc = TQ_OK;
+    w->rows = t->rows;
+    w->cols = t->cols;
+    w->packed = 1;
+    w->q = q; /* layout only: the host data pointers are cleared below */
+    for (int i = 0; i < TQ_QT_MAX_PARTS; i++) w->q.part[i].data = NULL;
+    for (int i = 0; i < q.nparts && rc == TQ_OK; i++) {
+        rc = dmalloc((void**)&w->dparts[i], q.part[i].bytes);
+        if (rc == TQ_OK && q.part[i].bytes &&
+            cudaMemcpy(w->dparts[i], q.part[i].data, q.part[i].bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+            rc = tq_fail(TQ_ERR_CUDA, "artifact %s: copying part '%s' of %s to the GPU failed", tq_artifact_dir(m->art),
+                         q.part[i].name, name);
+        if (rc == TQ_OK) m->bytes += q.part[i].bytes;
+    }
+    tq_qtensor_release(&q);
+    if (rc == TQ_OK) m->npacked++;
+    if (rc == TQ_OK) rc = scratch_reserve(m, (size_t)gemm_rows * (size_t)t->cols);
+    return rc;
+}
+
+/* How a matrix is held: W_LINEAR packed in a packed model (re-quantized, or as the artifact stores it), else
+ * like W_PLAIN (fp32 or bf16 as the model); W_F32 always fp32 (routers, gates: top-k sees exact logits);
+ * W_TABLE (embedding, lm_head) packed only as an artifact stores it. */
+enum { W_PLAIN = 0, W_LINEAR, W_F32, W_TABLE };
+
+/* A matrix [rows x cols]; gemm_rows: the most rows one GEMM uses (a fused expert, a head chunk). */
+static tq_status up_w_mode(tq_gmodel* m, tq_wsource* src, const char* name, int64_t rows, int64_t cols, int mode,
+                           int64_t gemm_rows, gw* w)
+{
+    if (m->art && (mode == W_LINEAR || mode == W_TABLE)) {
+        const tq_artifact_tensor* t = tq_artifact_find(m->art, name);
+        if (t && art_packable(t)) {
+            TQ_RETURN_IF(t->rows * t->cols != rows * cols || t->cols != cols, TQ_ERR_FORMAT,
+                         "artifact %s: tensor %s is stored as %lld x %lld, the config implies %lld x %lld",
+                         tq_artifact_dir(m->art), name, (long long)t->rows, (long long)t->cols, (long long)rows,
+                         (long long)cols);
+            return up_art_packed(m, t, name, gemm_rows, w);
+        }
+    }
+    const int linear = mode == W_LINEAR, force_f32 = mode == W_F32;
     TQ_FORWARD(read_host(m, src, name, rows, cols));
     size_t n = (size_t)(rows * cols);
     w->rows = rows;
@@ -320,14 +416,8 @@ static tq_status up_w(tq_gmodel* m, tq_wsource* src, const char* name, int64_t r
             m->bytes += w->q.part[i].bytes;
         }
         TQ_FORWARD(tq_quantize_gpu_dev(m->st, m->dstage, TQ_F32, &w->q, w->dparts, name, 1));
-        if (n > m->wscratch_cap) {
-            cudaFree(m->wscratch);
-            m->wscratch = NULL;
-            m->wscratch_cap = 0;
-            TQ_FORWARD(dmalloc((void**)&m->wscratch, n * sizeof(uint16_t)));
-            m->wscratch_cap = n;
-        }
-        return TQ_OK;
+        m->npacked++;
+        return scratch_reserve(m, (size_t)gemm_rows * (size_t)cols);
     }
     w->bf16 = 1;
     TQ_FORWARD(dmalloc(&w->p, n * sizeof(uint16_t)));
@@ -335,6 +425,12 @@ static tq_status up_w(tq_gmodel* m, tq_wsource* src, const char* name, int64_t r
     CK(cudaStreamSynchronize(m->st));
     m->bytes += n * sizeof(uint16_t);
     return TQ_OK;
+}
+
+/* A matrix: fp32 (force_f32 or fp32 model), bf16, or packed (linear weights of a packed model). */
+static tq_status up_w(tq_gmodel* m, tq_wsource* src, const char* name, int64_t rows, int64_t cols, int linear, int force_f32, gw* w)
+{
+    return up_w_mode(m, src, name, rows, cols, force_f32 ? W_F32 : linear ? W_LINEAR : W_PLAIN, rows, w);
 }
 
 static void free_gw(gw* w)
@@ -460,9 +556,9 @@ mlp:
         NM("mlp.experts.gate_up_proj");
         if (src->has(src->ctx, n)) { /* fused 3-D experts: one matrix each, experts are row ranges */
             L->fused = 1;
-            TQ_FORWARD(up_w(m, src, n, E * 2 * mi, h, 1, 0, &L->fused_gu));
+            TQ_FORWARD(up_w_mode(m, src, n, E * 2 * mi, h, W_LINEAR, mi, &L->fused_gu)); /* GEMMs of mi rows */
             NM("mlp.experts.down_proj");
-            TQ_FORWARD(up_w(m, src, n, E * h, mi, 1, 0, &L->fused_down));
+            TQ_FORWARD(up_w_mode(m, src, n, E * h, mi, W_LINEAR, h, &L->fused_down));
             return TQ_OK;
         }
         L->e_gate = calloc((size_t)E, sizeof(gw));
@@ -622,7 +718,13 @@ tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* 
             m->lin_index[l - l0] = lin ? m->n_lin_local++ : -1;
         }
     }
-    if (o->packed && o->packed[0]) {
+    if (o->artifact && o->artifact[0]) { /* packed as the artifact stores it */
+        TQ_GOTO_FAIL(o->packed && o->packed[0], TQ_ERR_ARG, fail, "GPU weights: give a re-quantize codec (%s) or an "
+                     "artifact to keep packed (%s), not both", o->packed, o->artifact);
+        TQ_CHECK_GOTO(tq_artifact_open(o->artifact, &m->art), fail);
+        TQ_GOTO_FAIL(strcmp(tq_artifact_config_json(m->art), cfg) != 0, TQ_ERR_ARG, fail,
+                     "GPU weights: artifact %s is not the one %s reads (config.json differs)", o->artifact, src->desc);
+    } else if (o->packed && o->packed[0]) {
         TQ_GOTO_FAIL(m->hybrid, TQ_ERR_UNSUPPORTED, fail,
                      "%s: packed GPU weights (%s) are not verified for model_type '%s': use fp32 or bf16 GPU weights, or "
                      "the CPU", src->desc, o->packed, a->model_type);
@@ -652,12 +754,18 @@ tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* 
         snprintf(n, sizeof n, "%sembed_tokens.weight", a->prefix);
         int last = l1 == a->n_layers;
         int tied = a->tied_embeddings || !src->has(src->ctx, "lm_head.weight");
-        if (l0 == 0 || (last && tied)) TQ_CHECK_GOTO(up_w(m, src, n, a->vocab, a->hidden, 0, 0, &m->embed), fail);
+        /* a packed head runs in row chunks that fit the scratch the layers need (at least 1024 rows) */
+        int64_t hr = a->hidden > 0 ? (int64_t)(m->wscratch_cap / (size_t)a->hidden) : 0;
+        m->head_rows = hr < 1024 ? 1024 : hr;
+        if (m->head_rows > a->vocab) m->head_rows = a->vocab;
+        if (l0 == 0 || (last && tied))
+            TQ_CHECK_GOTO(up_w_mode(m, src, n, a->vocab, a->hidden, W_TABLE, last && tied ? m->head_rows : 0, &m->embed),
+                          fail);
         if (last) {
             snprintf(n, sizeof n, "%snorm.weight", a->prefix);
             TQ_CHECK_GOTO(up_norm(m, src, n, a->hidden, &m->final_norm), fail);
             if (!tied)
-                TQ_CHECK_GOTO(up_w(m, src, "lm_head.weight", a->vocab, a->hidden, 0, 0, &m->head), fail);
+                TQ_CHECK_GOTO(up_w_mode(m, src, "lm_head.weight", a->vocab, a->hidden, W_TABLE, m->head_rows, &m->head), fail);
             else
                 m->head_is_embed = 1;
         }
@@ -669,6 +777,7 @@ tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* 
     cudaFree(m->dstage);
     m->dstage = NULL;
     m->dstage_cap = 0;
+    tq_artifact_close(&m->art); /* every packed part is on the device */
     *out = m;
     return TQ_OK;
 fail:
@@ -724,6 +833,7 @@ void tq_gmodel_free(tq_gmodel** pm)
     free(m->hstage);
     if (m->blas_ok) cublasDestroy(m->blas);
     if (m->st) cudaStreamDestroy(m->st);
+    tq_artifact_close(&m->art);
     tq_arch_free(&m->arch);
     free(m);
     *pm = NULL;
@@ -740,6 +850,14 @@ int tq_gmodel_vocab(const tq_gmodel* m)
 size_t tq_gmodel_weight_bytes(const tq_gmodel* m)
 {
     return m->bytes;
+}
+size_t tq_gmodel_scratch_bytes(const tq_gmodel* m)
+{
+    return m->wscratch_cap * (m->bf16 ? sizeof(uint16_t) : sizeof(float));
+}
+int tq_gmodel_packed_tensors(const tq_gmodel* m)
+{
+    return m->npacked;
 }
 int tq_gmodel_device(const tq_gmodel* m)
 {
@@ -845,52 +963,63 @@ tq_status tq_gmodel_sync(tq_gmodel* m)
 // ------------------------------------------------------------------------------------------------
 // forward
 
-/* bf16 copy of x [n] in m->x16 when some weight needs it (bf16 or packed model); NULL otherwise. */
+/* bf16 copy of x [n] in m->x16 when some weight needs it (bf16 model: bf16 weights, bf16 dequantize scratch);
+ * NULL otherwise (fp32 model: packed weights are dequantized into fp32). */
 static tq_status cast_in(tq_gmodel* m, const float* x, int64_t n, const uint16_t** out)
 {
     *out = NULL;
-    if (!m->bf16 && !m->packed) return TQ_OK;
+    if (!m->bf16) return TQ_OK;
     TQ_FORWARD(tq_fwd_to_bf16_cuda(m->st, m->x16, x, n));
     *out = m->x16;
     return TQ_OK;
 }
 
-/* y [T x nrows] = beta * y + x [T x cols] · W[row0 .. row0 + nrows)ᵀ (a row range: one expert of fused
- * 3-D experts). */
-static tq_status gemm_rows(tq_gmodel* m, float* y, const float* x, const uint16_t* x16, const gw* w, int64_t row0,
-                           int64_t nrows, int T, float beta)
+/* y [T x nrows] (row stride ldy) = beta * y + x [T x cols] · W[row0 .. row0 + nrows)ᵀ (a row range: one expert
+ * of fused 3-D experts, a chunk of a packed head). */
+static tq_status gemm_rows(tq_gmodel* m, float* y, int64_t ldy, const float* x, const uint16_t* x16, const gw* w,
+                           int64_t row0, int64_t nrows, int T, float beta)
 {
     const void* A = w->p;
     int bf = w->bf16;
     if (A) A = bf ? (const void*)((const uint16_t*)A + row0 * w->cols) : (const void*)((const float*)A + row0 * w->cols);
     if (w->packed) {
-        TQ_FORWARD(tq_dequantize_gpu_dev(m->st, &w->q, (const uint8_t* const*)w->dparts, row0, nrows, m->wscratch, TQ_BF16, 0));
+        TQ_RETURN_IF((size_t)(nrows * w->cols) > m->wscratch_cap, TQ_ERR_ARG,
+                     "internal: GEMM of %lld x %lld packed weights, the dequantize scratch holds %zu values", (long long)nrows,
+                     (long long)w->cols, m->wscratch_cap);
+        TQ_FORWARD(tq_dequantize_gpu_dev(m->st, &w->q, (const uint8_t* const*)w->dparts, row0, nrows, m->wscratch,
+                                         m->bf16 ? TQ_BF16 : TQ_F32, 0));
         A = m->wscratch;
-        bf = 1;
+        bf = m->bf16;
     }
     const float alpha = 1.0f;
     const void* B = bf ? (const void*)x16 : (const void*)x;
     TQ_RETURN_IF(bf && !x16, TQ_ERR_ARG, "internal: bf16 GEMM without a bf16 input");
     cudaDataType t = bf ? CUDA_R_16BF : CUDA_R_32F;
     CB(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)nrows, T, (int)w->cols, &alpha, A, t, (int)w->cols, B, t,
-                    (int)w->cols, &beta, y, CUDA_R_32F, (int)nrows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                    (int)w->cols, &beta, y, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     return TQ_OK;
 }
 
 /* y [T x rows] = beta * y + x [T x cols] · Wᵀ. */
 static tq_status gemm(tq_gmodel* m, float* y, const float* x, const uint16_t* x16, const gw* w, int T, float beta)
 {
-    return gemm_rows(m, y, x, x16, w, 0, w->rows, T, beta);
+    return gemm_rows(m, y, w->rows, x, x16, w, 0, w->rows, T, beta);
 }
 
 tq_status tq_gmodel_embed(tq_gmodel* m, const int* tokens, int T)
 {
-    TQ_RETURN_IF(!m->embed.p || m->l0 != 0, TQ_ERR_ARG, "embedding asked of a model part without layer 0");
+    TQ_RETURN_IF((!m->embed.p && !m->embed.packed) || m->l0 != 0, TQ_ERR_ARG, "embedding asked of a model part without layer 0");
     for (int t = 0; t < T; t++)
         TQ_RETURN_IF(tokens[t] < 0 || tokens[t] >= m->vocab, TQ_ERR_ARG,
                      "token %d at index %d is outside the vocabulary (0..%d): wrong token file for this model?", tokens[t], t,
                      m->vocab - 1);
     TQ_FORWARD(tq_gmodel_reserve(m, T));
+    if (m->embed.packed) { /* packed embedding: each token's row dequantized (fp32) straight into x */
+        for (int t = 0; t < T; t++)
+            TQ_FORWARD(tq_dequantize_gpu_dev(m->st, &m->embed.q, (const uint8_t* const*)m->embed.dparts, tokens[t], 1,
+                                             m->x + (size_t)t * m->hidden, TQ_F32, 0));
+        return TQ_OK;
+    }
     CK(cudaMemcpyAsync(m->tok, tokens, (size_t)T * sizeof(int), cudaMemcpyHostToDevice, m->st));
     return tq_fwd_embed_cuda(m->st, m->x, m->embed.p, m->embed.bf16, m->tok, T, m->hidden);
 }
@@ -946,8 +1075,8 @@ static tq_status moe_ffn(tq_gmodel* m, const glayer* L, int T, const float* xb)
         rc = tq_fwd_gather_rows_cuda(m->st, m->xin, xb, m->drows + start[e], ne, h);
         if (rc == TQ_OK) rc = cast_in(m, m->xin, (int64_t)ne * h, &x16);
         if (L->fused) { /* expert e: gate rows e*2mi.., up rows e*2mi+mi.., down rows e*h.. */
-            if (rc == TQ_OK) rc = gemm_rows(m, m->hb, m->xin, x16, &L->fused_gu, (int64_t)e * 2 * mi, mi, ne, 0.0f);
-            if (rc == TQ_OK) rc = gemm_rows(m, m->hb2, m->xin, x16, &L->fused_gu, (int64_t)e * 2 * mi + mi, mi, ne, 0.0f);
+            if (rc == TQ_OK) rc = gemm_rows(m, m->hb, mi, m->xin, x16, &L->fused_gu, (int64_t)e * 2 * mi, mi, ne, 0.0f);
+            if (rc == TQ_OK) rc = gemm_rows(m, m->hb2, mi, m->xin, x16, &L->fused_gu, (int64_t)e * 2 * mi + mi, mi, ne, 0.0f);
         } else {
             if (rc == TQ_OK) rc = gemm(m, m->hb, m->xin, x16, &L->e_gate[e], ne, 0.0f);
             if (rc == TQ_OK) rc = gemm(m, m->hb2, m->xin, x16, &L->e_up[e], ne, 0.0f);
@@ -955,7 +1084,7 @@ static tq_status moe_ffn(tq_gmodel* m, const glayer* L, int T, const float* xb)
         if (rc == TQ_OK) rc = tq_fwd_swiglu_cuda(m->st, m->hb, m->hb2, (int64_t)ne * mi);
         if (rc == TQ_OK) rc = cast_in(m, m->hb, (int64_t)ne * mi, &x16);
         if (L->fused) {
-            if (rc == TQ_OK) rc = gemm_rows(m, m->mo, m->hb, x16, &L->fused_down, (int64_t)e * h, h, ne, 0.0f);
+            if (rc == TQ_OK) rc = gemm_rows(m, m->mo, h, m->hb, x16, &L->fused_down, (int64_t)e * h, h, ne, 0.0f);
         } else if (rc == TQ_OK) {
             rc = gemm(m, m->mo, m->hb, x16, &L->e_down[e], ne, 0.0f);
         }
@@ -1128,11 +1257,18 @@ tq_status tq_gmodel_head(tq_gmodel* m, int T, float* logits)
     }
     TQ_FORWARD(tq_fwd_rmsnorm_cuda(m->st, m->x, m->x, m->final_norm, T, m->hidden, m->eps));
     const uint16_t* x16 = NULL;
-    if (hw->bf16) {
+    if (hw->bf16 || (hw->packed && m->bf16)) {
         TQ_FORWARD(tq_fwd_to_bf16_cuda(m->st, m->x16, m->x, (int64_t)T * m->hidden));
         x16 = m->x16;
     }
-    TQ_FORWARD(gemm(m, m->logits, m->x, x16, hw, T, 0.0f));
+    if (hw->packed) { /* row chunks of the vocabulary, each dequantized into the scratch */
+        for (int64_t r0 = 0; r0 < m->vocab; r0 += m->head_rows) {
+            int64_t nr = m->vocab - r0 < m->head_rows ? m->vocab - r0 : m->head_rows;
+            TQ_FORWARD(gemm_rows(m, m->logits + r0, m->vocab, m->x, x16, hw, r0, nr, T, 0.0f));
+        }
+    } else {
+        TQ_FORWARD(gemm(m, m->logits, m->x, x16, hw, T, 0.0f));
+    }
     CK(cudaMemcpyAsync(logits, m->logits, need * sizeof(float), cudaMemcpyDeviceToHost, m->st));
     CK(cudaStreamSynchronize(m->st));
     return TQ_OK;

@@ -6,8 +6,9 @@
  * (kernels/deltanet_gpu.h: cuBLAS in_proj, causal conv + SiLU, the recurrent gated delta rule, gated
  * RMSNorm, out_proj; conv and delta states per sequence in the GPU cache), gated full attention (q_proj
  * [query | gate] per head, sigmoid gate, partial rotary, zero-centered norms), the sigmoid-gated shared
- * expert, fused 3-D experts (row ranges of one matrix) and qwen3_next's interleaved projections; fp32 or
- * bf16 weights (packed weights are refused for these families: not verified). The hybrid path is switched
+ * expert, fused 3-D experts (row ranges of one matrix) and qwen3_next's interleaved projections; fp32, bf16
+ * or an artifact's packed weights (checked against the CPU: tests/gpupacked.sh; weights re-quantized at
+ * load, `packed` below, are refused for these families: not verified). The hybrid path is switched
  * by tq_gmodel_hybrid_enabled() (on by default; environment TQ_GPU_HYBRID=0 turns it off); when off,
  * tq_gmodel_supports sends those families to the CPU.
  *
@@ -15,7 +16,17 @@
  * tensor), for the layer range [l0, l1) only, and kept on the device in fp32 (exact comparisons with the
  * CPU) or bf16; GEMMs are cublasGemmEx with fp32 accumulation (fp32: no TF32). With `packed` set to a
  * weight codec (e.g. "tq4"), the linear weights are quantized on the GPU at load (tq_quantize_gpu_dev)
- * and kept packed; each GEMM first dequantizes its weight into a bf16 scratch (tq_dequantize_gpu_dev).
+ * and kept packed; each GEMM first dequantizes its weight into a scratch (tq_dequantize_gpu_dev): bf16
+ * with `bf16` set (bf16 GEMM), else fp32 (fp32 GEMM).
+ *
+ * Packed from an artifact (helper "gpupacked"): with `artifact` set to the directory of the tqpipe artifact
+ * the source reads, every linear weight (and the embedding / lm_head) that the artifact stores quantized is
+ * uploaded as its stored packed parts (tq_artifact_read: checksum verified; each tensor's own codec, group
+ * and seed, as the allocator chose them; no CPU dequantize, no re-quantize) and dequantized per GEMM into
+ * the scratch (bf16 or fp32 as above). The scratch holds the largest row block one GEMM dequantizes (one
+ * expert of fused 3-D experts, a row chunk of the head), so device memory is the packed bytes plus one
+ * scratch. Embedding rows are dequantized per token (fp32). Tensors stored as f32 / fp16 / bf16 are loaded
+ * as plain weights. Mixed codecs are fine: every tensor carries its own layout.
  *
  * The KV cache lives on the device (full-attention layers only; codec seeds by the global full-attention
  * index as on the CPU, so tq codes match any layer split), plus the recurrent state of linear layers: f32, fp16, bf16, int8 and TurboQuant tq2/tq3/tq4 (+nc) for K and V
@@ -49,14 +60,31 @@ int tq_gmodel_hybrid_enabled(void);
 int tq_gmodel_supports(const tq_arch* a, const tq_kv_codec* k, const tq_kv_codec* v, char* why, size_t cap);
 
 typedef struct {
-    int bf16;            /* weights (and GEMM inputs) in bf16; 0: fp32 */
+    int bf16;            /* weights (and GEMM inputs, the dequantize scratch) in bf16; 0: fp32 */
     const char* packed;  /* NULL, or a weight codec kept packed on the GPU and dequantized per GEMM */
     int group;           /* packed codec group (0: default) */
     uint64_t seed;       /* packed codec rotation seeds */
     int device;          /* CUDA device; -1: local_rank % device count (set with tq_gmodel_select_device) */
+    const char* artifact; /* NULL, or the artifact directory the source reads: keep its packed tensors packed */
 } tq_gmodel_opts;
 
 void tq_gmodel_opts_init(tq_gmodel_opts* o);
+
+/* How the GPU holds the weights (eval / validate --gpu-weights, job key stages.validate.gpu_weights):
+ *   auto        packed for an artifact (unless its weights are re-quantized in memory), else fp32
+ *   packed      an artifact's packed tensors as stored, dequantized per GEMM into bf16 (bf16 GEMMs);
+ *               a checkpoint (e.g. the reference) in bf16
+ *   packed-f32  the same with an fp32 scratch and fp32 GEMMs (agrees with the CPU to fp32 rounding;
+ *               2x the scratch); a checkpoint in fp32
+ *   bf16, f32   every weight dequantized at load into bf16 / fp32 */
+typedef enum { TQ_GW_AUTO = 0, TQ_GW_PACKED, TQ_GW_PACKED_F32, TQ_GW_BF16, TQ_GW_F32 } tq_gpu_weights;
+
+/* NULL or "auto", "packed", "packed-f32", "bf16", "f32". @return TQ_OK or TQ_ERR_ARG. */
+tq_status tq_gpu_weights_parse(const char* s, tq_gpu_weights* out);
+/* Fill o->bf16 / o->artifact for mode (legacy_bf16: the old --gpu-bf16 flag, used by auto for checkpoints);
+ * artifact_dir: the artifact the source reads unmodified, or NULL (checkpoint, re-quantized source).
+ * Returns what the weights will be: "packed", "packed-f32", "bf16" or "f32". */
+const char* tq_gmodel_opts_weights(tq_gmodel_opts* o, tq_gpu_weights mode, int legacy_bf16, const char* artifact_dir);
 
 /* Pick the CUDA device of this process: local_rank % device count. Returns the device or -1. */
 int tq_gmodel_select_device(int local_rank);
@@ -68,7 +96,9 @@ tq_status tq_gmodel_load(tq_wsource* src, int l0, int l1, const tq_gmodel_opts* 
 void tq_gmodel_free(tq_gmodel** pm);
 int tq_gmodel_hidden(const tq_gmodel* m);
 int tq_gmodel_vocab(const tq_gmodel* m);
-size_t tq_gmodel_weight_bytes(const tq_gmodel* m); /* device bytes of the weights */
+size_t tq_gmodel_weight_bytes(const tq_gmodel* m); /* device bytes of the weights (packed parts as stored) */
+size_t tq_gmodel_scratch_bytes(const tq_gmodel* m); /* device bytes of the per-GEMM dequantize scratch */
+int tq_gmodel_packed_tensors(const tq_gmodel* m);  /* weights kept packed on the device */
 int tq_gmodel_device(const tq_gmodel* m);
 void* tq_gmodel_stream(const tq_gmodel* m);        /* cudaStream_t */
 

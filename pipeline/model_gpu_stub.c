@@ -54,6 +54,18 @@ size_t tq_gmodel_weight_bytes(const tq_gmodel* m)
     return 0;
 }
 
+size_t tq_gmodel_scratch_bytes(const tq_gmodel* m)
+{
+    (void)m;
+    return 0;
+}
+
+int tq_gmodel_packed_tensors(const tq_gmodel* m)
+{
+    (void)m;
+    return 0;
+}
+
 int tq_gmodel_device(const tq_gmodel* m)
 {
     (void)m;

@@ -180,12 +180,18 @@ typedef struct {
     tq_comm_gpu* nc;  /* GPU layers mode: NCCL or host staging */
 } eval_models;
 
-static tq_status engine_load(engine* e, int gpu, tq_wsource* src, int l0, int l1, const tq_eval_opts* o, int device)
+/* packed_dir: the artifact src reads unmodified (its packed tensors may stay packed on the GPU), or NULL;
+ * label (may be NULL) receives how the GPU holds the weights (tq_gmodel_opts_weights). */
+static tq_status engine_load(engine* e, int gpu, tq_wsource* src, const char* packed_dir, int l0, int l1,
+                             const tq_eval_opts* o, int device, char* label, size_t label_cap)
 {
     if (!gpu) return tq_model_load(src, l0, l1, &e->cm);
     tq_gmodel_opts go;
     tq_gmodel_opts_init(&go);
-    go.bf16 = o->gpu_bf16;
+    tq_gpu_weights gw;
+    TQ_FORWARD(tq_gpu_weights_parse(o->gpu_weights, &gw));
+    const char* what = tq_gmodel_opts_weights(&go, gw, o->gpu_bf16, packed_dir);
+    if (label) snprintf(label, label_cap, "%s", what);
     go.device = device;
     return tq_gmodel_load(src, l0, l1, &go, &e->gm);
 }
@@ -349,8 +355,14 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
         if (gpu) gdev = tq_gmodel_select_device(rt->local_rank);
     }
     snprintf(mt->device, sizeof mt->device, "%s", gpu ? "gpu" : "cpu");
-    TQ_CHECK_GOTO(engine_load(&em.em, gpu, src, l0, l1, o, gdev), done);
+    {
+        tq_gpu_weights gw; /* a bad --gpu-weights fails on the CPU too */
+        TQ_CHECK_GOTO(tq_gpu_weights_parse(o->gpu_weights, &gw), done);
+    }
+    TQ_CHECK_GOTO(engine_load(&em.em, gpu, src, artifact && !(o->weights && o->weights[0]) ? dir : NULL, l0, l1, o, gdev,
+                              mt->gpu_weights, sizeof mt->gpu_weights), done);
     em.m = &em.em;
+    double gpu_wbytes = em.em.gm ? (double)(tq_gmodel_weight_bytes(em.em.gm) + tq_gmodel_scratch_bytes(em.em.gm)) : 0;
     snprintf(mt->weights, sizeof mt->weights, "%s", src->desc);
     tq_wsource_free(&src);
 
@@ -368,7 +380,7 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
         } else {
             const char* rd = o->ref ? o->ref : o->model;
             TQ_CHECK_GOTO(open_source(rd, 0, o, 0, &rsrc), done);
-            TQ_CHECK_GOTO(engine_load(&em.er, gpu, rsrc, l0, l1, o, gdev), done);
+            TQ_CHECK_GOTO(engine_load(&em.er, gpu, rsrc, NULL, l0, l1, o, gdev, NULL, 0), done);
             tq_wsource_free(&rsrc);
             TQ_GOTO_FAIL(engine_vocab(em.r) != engine_vocab(em.m) || engine_hidden(em.r) != engine_hidden(em.m),
                          TQ_ERR_ARG, done, "eval: the reference model (%s) does not match the model's vocabulary/shape", rd);
@@ -480,6 +492,8 @@ tq_status tq_validate(const tq_rt* rt, const tq_eval_opts* o, tq_eval_metrics* m
     if (rc != TQ_OK) goto agreed;
     /* every entry has exactly one contributing rank: the sum is exact and order-free */
     TQ_CHECK_GOTO(tq_rt_allreduce_sum_f64(rt, vals, nwin * V_N), agreed);
+    TQ_CHECK_GOTO(tq_rt_allreduce_max_f64(rt, &gpu_wbytes, 1), agreed);
+    mt->gpu_weight_bytes = (uint64_t)gpu_wbytes;
     {
         double s[V_N] = {0};
         for (int w = 0; w < nwin; w++) /* fixed window order */
@@ -552,6 +566,10 @@ char* tq_eval_metrics_json(const tq_eval_metrics* m)
     json_object_set_new(o, "seconds", json_real(m->seconds));
     json_object_set_new(o, "device", json_string(m->device[0] ? m->device : "cpu"));
     if (m->comm[0]) json_object_set_new(o, "gpu_comm", json_string(m->comm));
+    if (m->gpu_weights[0]) {
+        json_object_set_new(o, "gpu_weights", json_string(m->gpu_weights));
+        json_object_set_new(o, "gpu_weight_bytes", json_integer((json_int_t)m->gpu_weight_bytes));
+    }
     char* s = json_dumps(o, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     json_decref(o);
     return s;

@@ -53,6 +53,8 @@ typedef struct {
     int device;              /* tq_device (model_gpu.h): 0 auto (GPU when built with CUDA, one is visible and
                               * the family / KV codecs run there), 1 cpu, 2 gpu */
     int gpu_bf16;            /* GPU: weights and GEMM inputs in bf16 (default fp32: agrees with the CPU) */
+    const char* gpu_weights; /* GPU weights (model_gpu.h tq_gpu_weights): NULL/"auto" (an artifact stays packed,
+                              * else fp32 or --gpu-bf16), "packed", "packed-f32", "bf16", "f32" */
 } tq_eval_opts;
 
 typedef struct {
@@ -69,6 +71,8 @@ typedef struct {
     double seconds, tokens_per_s;     /* model + reference forward passes */
     char device[8];                   /* "cpu" or "gpu" */
     char comm[8];                     /* layers mode over GPUs: "nccl" or "mpi" (host staging); else "" */
+    char gpu_weights[12];             /* GPU: how the model's weights were held ("packed", "bf16", ...); else "" */
+    uint64_t gpu_weight_bytes;        /* GPU: device bytes of the model's weights + dequantize scratch, max over ranks */
 } tq_eval_metrics;
 
 void tq_eval_opts_init(tq_eval_opts* o);

@@ -50,7 +50,12 @@ static void eval_usage(FILE* f)
             "                     the CPU); KV f32 fp16 bf16 int8 tq2 tq3 tq4 (+nc); one GPU per rank\n"
             "                     (local rank modulo the GPU count); --parallel layers passes activations with\n"
             "                     NCCL, or through the host when ranks share a GPU\n"
-            "  --gpu-bf16         GPU weights and GEMM inputs in bf16 (default fp32, which agrees with the CPU)\n"
+            "  --gpu-weights W    how the GPU holds the weights: auto (default: packed for --artifact, else f32),\n"
+            "                     packed (the artifact's tensors as stored, each with its own codec, dequantized\n"
+            "                     per GEMM into one bf16 scratch: GPU memory = packed bytes + the largest matrix in\n"
+            "                     bf16; the --ref checkpoint then loads in bf16), packed-f32 (fp32 scratch and\n"
+            "                     GEMMs: agrees with the CPU), bf16, f32 (dequantized at load)\n"
+            "  --gpu-bf16         same as --gpu-weights bf16 (GPU weights and GEMM inputs in bf16)\n"
             "  --save-metrics     with --artifact: store the metrics JSON in the artifact index\n"
             "  --json             print the metrics as JSON\n");
 }
@@ -86,6 +91,15 @@ int tq_cmd_eval(int argc, char** argv)
             save = 1;
         } else if (!strcmp(a, "--gpu-bf16")) {
             o.gpu_bf16 = 1;
+            o.gpu_weights = "bf16";
+        } else if (v && !strcmp(a, "--gpu-weights")) {
+            tq_gpu_weights gw;
+            if (tq_gpu_weights_parse(v, &gw) != TQ_OK) {
+                fprintf(stderr, "tqpipe eval: %s\n", tq_last_error());
+                return 2;
+            }
+            o.gpu_weights = v;
+            i++;
         } else if (v && !strcmp(a, "--device")) {
             tq_device dv;
             if (tq_device_parse(v, &dv) != TQ_OK) {
@@ -173,6 +187,9 @@ int tq_cmd_eval(int argc, char** argv)
                 printf("reference  ppl %.6f   KL %.6g nats   top-1 %.4f\n", m.ref_ppl, m.kl, m.top1);
             printf("time       %.2f s on %d rank(s), %s parallel, %s%s%s (%.0f tokens/s)\n", m.seconds, m.ranks,
                    m.parallel, m.device, m.comm[0] ? " via " : "", m.comm, m.tokens_per_s);
+            if (m.gpu_weights[0])
+                printf("gpu        weights %s: %.1f MiB per rank (weights + dequantize scratch)\n", m.gpu_weights,
+                       (double)m.gpu_weight_bytes / (1 << 20));
         }
         if (save && o.artifact) rc = tq_artifact_set_metrics(o.artifact, js);
     }
@@ -189,17 +206,19 @@ static void gen_usage(FILE* f)
 {
     fprintf(f, "usage: tqpipe generate (--model CKPT_DIR | --artifact DIR) [--steps N] [--prompt TEXT]\n"
                "                        [--tokenizer FILE] [--kv-k CODEC] [--kv-v CODEC] [--qjl] [--tokens]\n"
-               "                        [--device cpu|gpu|auto] [--gpu-bf16]\n\n"
+               "                        [--device cpu|gpu|auto] [--gpu-bf16] [--gpu-weights W]\n\n"
                "Greedy decoding from BOS (+ the prompt), printed as llama2.c's run.c prints it (text needs a\n"
                "llama2.c tokenizer: CKPT_DIR/tokenizer.bin or --tokenizer; --tokens prints ids instead).\n"
                "KV cache f32 by default (exact). --device: cpu (default), gpu (the CUDA forward pass, fp32\n"
-               "weights unless --gpu-bf16), auto (gpu when available for this model and KV codecs).\n");
+               "weights unless --gpu-bf16), auto (gpu when available for this model and KV codecs).\n"
+               "--gpu-weights as for eval (auto: an --artifact stays packed on the GPU, bf16 GEMMs).\n");
 }
 
 int tq_cmd_generate(int argc, char** argv)
 {
     const char *model = NULL, *artifact = NULL, *prompt = "", *tokp = NULL, *kk = "f32", *kvv = "f32";
     int steps = 256, qjl = 0, ids = 0, gbf16 = 0;
+    tq_gpu_weights gwm = TQ_GW_AUTO;
     tq_device dev = TQ_DEVICE_CPU;
     for (int i = 1; i < argc; i++) {
         const char* a = argv[i];
@@ -213,6 +232,13 @@ int tq_cmd_generate(int argc, char** argv)
             ids = 1;
         } else if (!strcmp(a, "--gpu-bf16")) {
             gbf16 = 1;
+            gwm = TQ_GW_BF16;
+        } else if (v && !strcmp(a, "--gpu-weights")) {
+            if (tq_gpu_weights_parse(v, &gwm) != TQ_OK) {
+                fprintf(stderr, "tqpipe generate: %s\n", tq_last_error());
+                return 2;
+            }
+            i++;
         } else if (v && !strcmp(a, "--device")) {
             if (tq_device_parse(v, &dev) != TQ_OK) {
                 fprintf(stderr, "tqpipe generate: %s\n", tq_last_error());
@@ -276,7 +302,7 @@ int tq_cmd_generate(int argc, char** argv)
             tq_model_free(&m);
             tq_gmodel_opts go;
             tq_gmodel_opts_init(&go);
-            go.bf16 = gbf16;
+            tq_gmodel_opts_weights(&go, gwm, gbf16, artifact);
             rc = model ? tq_wsource_ckpt(model, &src) : tq_wsource_artifact(artifact, &src);
             if (rc == TQ_OK) rc = tq_gmodel_load(src, 0, -1, &go, &gm);
             tq_wsource_free(&src);

@@ -44,6 +44,7 @@ tq_status tq_stage_validate(tq_stage_ctx* ctx)
         o.max_tokens = job->eval_max_tokens;
         o.quiet = 1;
         o.device = !strcmp(job->eval_device, "cpu") ? 1 : !strcmp(job->eval_device, "gpu") ? 2 : 0; /* tq_device */
+        o.gpu_weights = job->eval_gpu_weights[0] ? job->eval_gpu_weights : NULL; /* auto: the artifact stays packed */
         tq_eval_metrics mt;
         char* js = NULL;
         rc = tq_validate(rt, &o, &mt, &js);
