@@ -12,7 +12,7 @@
  *   without shuffles; weights reach shared memory by cp.async, outputs leave through a padded shared row
  *   per thread and coalesced 16-byte stores. The rows' tails (cols % g) then run on the warp kernels
  *   (tail_only). TQ_GPU_TPB=0 in the environment turns the TPB kernels off (comparisons).
- *   tq{b} quantize of full g = 128 blocks uses two lanes per block instead (tq_quant_tpb2_kernel: 64
+ *   tq{b} quantize of full g = 128 blocks uses two lanes per block instead (tq_quant_tpb_kernel<.., 2>: 64
  *   values a lane, the stride-64 butterfly over a shuffle, half sums added once; 128 registers so 16
  *   warps fit an SM); TQ_GPU_TPB2=0 selects the one-lane kernel.
  *   Everything else uses the warp-per-block kernels (8 warps a block):
@@ -1074,6 +1074,37 @@ __device__ __forceinline__ void tq_tpb_load_words(uint32_t (&w)[NW], const uint8
     }
 }
 
+/* Codes of N rotated values y (B bits, packed into cw) and the serial double sums <y,c> and <c,c>: the
+ * lookup cell of u = y * inv (ls cells per unit, ln cells) gives the code below u and the boundary above
+ * it, then one exact comparison. */
+template <int N, int B>
+__device__ __forceinline__ void tq_tpb_codes(const float (&y)[N], float inv, const uint2* lut, float ls, int ln,
+                                             const tq_tpb_tab& T, uint32_t (&cw)[N * B / 32], double& dot, double& cc)
+{
+    const float lc = 1.0625f * ls;
+    const unsigned lmax = (unsigned)(ln - 1);
+#pragma unroll
+    for (int w = 0; w < N * B / 32; w++) cw[w] = 0;
+#pragma unroll
+    for (int i = 0; i < N; i++) {
+        const float u = tq_fmul(y[i], inv);
+        unsigned idx = (unsigned)__float2int_rd(u * ls + lc);
+        idx = idx < lmax ? idx : lmax;
+        const uint2 cell = lut[idx];
+        /* u > boundary exactly when boundary - u is negative (an exact sign: -0 for a flushed negative
+         * denormal, +0 when equal, +inf for the top code): the code is the cell's lower code plus that sign
+         * bit (one shift-add). A NaN u, whose block is reported as an error anyway, may differ. */
+        const uint32_t c = cell.y + (__float_as_uint(tq_fsub(__uint_as_float(cell.x), u)) >> 31);
+        const int bit = i * B;
+        /* the fields do not overlap: adding is or-ing, and shift + add is one instruction */
+        cw[bit >> 5] += c << (bit & 31);
+        if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < N * B / 32 ? (bit >> 5) + 1 : 0] += c >> (32 - (bit & 31));
+        const double cd = T.cbd[c];
+        dot = fma(tq_f2d(y[i]), cd, dot);
+        cc = fma(cd, cd, cc);
+    }
+}
+
 /* One TurboQuant stage of a rotated block y (the reference's tq_stage_q, same operations and order):
  * packed codes into cw, the fp16 norm into h. Returns true when the norm overflows fp16 (or is NaN). */
 template <int D, int B>
@@ -1091,29 +1122,8 @@ __device__ __forceinline__ bool tq_tpb_stage(const tq_gpu_params& p, const float
     const float n = tq_d2f(nd);
     const bool valid = !tq_flt(n, 1e-30f);
     const float inv = tq_fdiv(1.0f, valid ? n : 1.0f);
-    const float lc = 1.0625f * ls;
-    const unsigned lmax = (unsigned)(ln - 1);
     double dot = 0.0, cc = 0.0;
-#pragma unroll
-    for (int w = 0; w < D * B / 32; w++) cw[w] = 0;
-#pragma unroll
-    for (int i = 0; i < D; i++) {
-        const float u = tq_fmul(y[i], inv);
-        unsigned idx = (unsigned)__float2int_rd(u * ls + lc);
-        idx = idx < lmax ? idx : lmax;
-        const uint2 cell = lut[idx];
-        /* u > boundary exactly when boundary - u is negative (an exact sign: -0 for a flushed negative
-         * denormal, +0 when equal, +inf for the top code): the code is the cell's lower code plus that sign
-         * bit (one shift-add). A NaN u, whose block is reported as an error anyway, may differ. */
-        const uint32_t c = cell.y + (__float_as_uint(tq_fsub(__uint_as_float(cell.x), u)) >> 31);
-        const int bit = i * B;
-        /* the fields do not overlap: adding is or-ing, and shift + add is one instruction */
-        cw[bit >> 5] += c << (bit & 31);
-        if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < D * B / 32 ? (bit >> 5) + 1 : 0] += c >> (32 - (bit & 31));
-        const double cd = T.cbd[c];
-        dot = fma(tq_f2d(y[i]), cd, dot);
-        cc = fma(cd, cd, cc);
-    }
+    tq_tpb_codes<D, B>(y, inv, lut, ls, ln, T, cw, dot, cc);
     h = 0;
     if (!valid) {
         /* a zero (or denormal-norm) block: all codes 0, as the reference writes them */
@@ -1269,39 +1279,8 @@ __device__ __forceinline__ void tq_tpb_fetch(const tq_gpu_params& p, int64_t t, 
     }
 }
 
-template <int D, int K, int B>
-__global__ void __launch_bounds__(TQ_TPB_THREADS, TQ_TPB_QMINB) tq_quant_tpb_kernel(const __grid_constant__ tq_gpu_params p)
-{
-    extern __shared__ __align__(16) uint8_t smem[];
-    uint32_t* sg[2];
-    tq_tpb_tab* tab[2];
-    uint2* lut[2];
-    uint8_t* stg = tq_tpb_setup(p, smem, D, 1, sg, tab, lut);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int es = p.in_bf16 ? 2 : 4;
-    const int RB = D * es + 16;
-    uint8_t* buf0 = stg + (size_t)warp * 64 * RB;
-    uint8_t* buf1 = buf0 + 32 * RB;
-    const int64_t F = p.rows * p.nfull;
-    const int64_t NT = (F + 31) >> 5;
-    const int64_t NW = (int64_t)gridDim.x * TQ_TPB_WARPS;
-    int64_t t = (int64_t)blockIdx.x * TQ_TPB_WARPS + warp;
-    if (t < NT) tq_tpb_fetch<D>(p, t, buf0, lane, es, RB, F);
-    tq_cp_commit();
-    for (int it = 0; t < NT; t += NW, it ^= 1) {
-        uint8_t* cur = it ? buf1 : buf0;
-        if (t + NW < NT) tq_tpb_fetch<D>(p, t + NW, it ? buf0 : buf1, lane, es, RB, F);
-        tq_cp_commit();
-        tq_cp_wait1();
-        __syncwarp();
-        const int64_t fb = t * 32 + lane;
-        if (fb < F) tq_quant_tpb_block<D, K, B>(p, sg, tab, lut, cur + lane * RB, fb);
-        __syncwarp();
-    }
-    tq_cp_wait0();
-}
 
-/* Two lanes per block (tq{b} quantize, g = 128): lane pair (2j, 2j + 1) holds block j of the task, 64
+/* Two lanes per block (tq{b} quantize, g = 128; tq_quant_tpb_kernel with L = 2): lane pair (2j, 2j + 1) holds block j of the task, 64
  * values each, so a thread needs about half the registers of the one-lane kernel and twice the warps fit
  * on an SM (the one-lane kernel is latency-bound at 8 warps per SM: docs/CODECS.md §6). The butterflies
  * of strides 1..32 run in registers, the stride-64 one over one xor shuffle (the same operations as the
@@ -1341,27 +1320,9 @@ __device__ __forceinline__ void tq_tpb2_block(const tq_gpu_params& p, uint32_t* 
     const float n = tq_d2f(nd);
     const bool valid = !tq_flt(n, 1e-30f);
     const float inv = tq_fdiv(1.0f, valid ? n : 1.0f);
-    const float ls = p.lut_s[0];
-    const float lc = 1.0625f * ls;
-    const unsigned lmax = (unsigned)(p.lut_n[0] - 1);
     uint32_t cw[NW];
-#pragma unroll
-    for (int w = 0; w < NW; w++) cw[w] = 0;
     double dot = 0.0, cc = 0.0;
-#pragma unroll
-    for (int i = 0; i < H; i++) {
-        const float u = tq_fmul(y[i], inv);
-        unsigned idx = (unsigned)__float2int_rd(u * ls + lc);
-        idx = idx < lmax ? idx : lmax;
-        const uint2 cell = lut[idx];
-        const uint32_t c = cell.y + (__float_as_uint(tq_fsub(__uint_as_float(cell.x), u)) >> 31);
-        const int bit = i * B;
-        cw[bit >> 5] += c << (bit & 31);
-        if ((bit & 31) + B > 32) cw[((bit >> 5) + 1) < NW ? (bit >> 5) + 1 : 0] += c >> (32 - (bit & 31));
-        const double cd = T.cbd[c];
-        dot = fma(tq_f2d(y[i]), cd, dot);
-        cc = fma(cd, cd, cc);
-    }
+    tq_tpb_codes<H, B>(y, inv, lut, p.lut_s[0], p.lut_n[0], T, cw, dot, cc);
     dot += __shfl_xor_sync(TQ_GPU_FULL, dot, 1);
     cc += __shfl_xor_sync(TQ_GPU_FULL, cc, 1);
     uint16_t h = 0;
@@ -1387,9 +1348,13 @@ __device__ __forceinline__ void tq_tpb2_block(const tq_gpu_params& p, uint32_t* 
     }
 }
 
-template <int D, int B>
-__global__ void __launch_bounds__(TQ_TPB_THREADS, TQ_TPB2_MINB) tq_quant_tpb2_kernel(const __grid_constant__ tq_gpu_params p)
+/* Quantize full g = D blocks with L lanes per block (1: tq_quant_tpb_block, any TPB codec; 2: tq{b} only,
+ * tq_tpb2_block). A warp task is 32 / L consecutive blocks, staged by cp.async one task ahead. */
+template <int D, int K, int B, int L>
+__global__ void __launch_bounds__(TQ_TPB_THREADS, L == 2 ? TQ_TPB2_MINB : TQ_TPB_QMINB)
+    tq_quant_tpb_kernel(const __grid_constant__ tq_gpu_params p)
 {
+    constexpr int BPT = 32 / L;
     extern __shared__ __align__(16) uint8_t smem[];
     uint32_t* sg[2];
     tq_tpb_tab* tab[2];
@@ -1398,24 +1363,29 @@ __global__ void __launch_bounds__(TQ_TPB_THREADS, TQ_TPB2_MINB) tq_quant_tpb2_ke
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int es = p.in_bf16 ? 2 : 4;
     const int RB = D * es + 16;
-    uint8_t* buf0 = stg + (size_t)warp * 32 * RB;
-    uint8_t* buf1 = buf0 + 16 * RB;
+    uint8_t* buf0 = stg + (size_t)warp * 2 * BPT * RB;
+    uint8_t* buf1 = buf0 + BPT * RB;
     const int64_t F = p.rows * p.nfull;
-    const int64_t NT = (F + 15) >> 4;
+    const int64_t NT = (F + BPT - 1) / BPT;
     const int64_t NW = (int64_t)gridDim.x * TQ_TPB_WARPS;
     int64_t t = (int64_t)blockIdx.x * TQ_TPB_WARPS + warp;
-    if (t < NT) tq_tpb_fetch<D>(p, t, buf0, lane, es, RB, F, 16);
+    if (t < NT) tq_tpb_fetch<D>(p, t, buf0, lane, es, RB, F, BPT);
     tq_cp_commit();
     for (int it = 0; t < NT; t += NW, it ^= 1) {
         uint8_t* cur = it ? buf1 : buf0;
-        if (t + NW < NT) tq_tpb_fetch<D>(p, t + NW, it ? buf0 : buf1, lane, es, RB, F, 16);
+        if (t + NW < NT) tq_tpb_fetch<D>(p, t + NW, it ? buf0 : buf1, lane, es, RB, F, BPT);
         tq_cp_commit();
         tq_cp_wait1();
         __syncwarp();
-        /* every lane runs the shuffles: a pair past the end works on block F - 1 and stores nothing */
-        const int64_t fb = t * 16 + (lane >> 1);
-        const bool act = fb < F;
-        tq_tpb2_block<D / 2, B>(p, sg, *tab[0], lut[0], cur + (act ? lane >> 1 : 0) * RB, act ? fb : F - 1, act, lane);
+        const int64_t fb = t * BPT + lane / L;
+        if (L == 1) {
+            if (fb < F) tq_quant_tpb_block<D, K, B>(p, sg, tab, lut, cur + lane * RB, fb);
+        } else {
+            /* every lane runs the pair's shuffles: a pair past the end works on block F - 1, stores nothing */
+            const bool act = fb < F;
+            tq_tpb2_block<D / 2, B>(p, sg, *tab[0], lut[0], cur + (act ? lane / L : 0) * RB, act ? fb : F - 1, act,
+                                    lane);
+        }
         __syncwarp();
     }
     tq_cp_wait0();
@@ -2148,13 +2118,13 @@ static size_t tq_tpb_smem(const tq_gpu_params* P, int quantize)
 template <int D>
 static tq_status tq_quant_tpb_go(const tq_gpu_params* P, size_t sm, cudaStream_t st)
 {
-    if (P->kind == TQ_CODEC_BIN1) return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_BIN1, 1>, P, sm, st);
+    if (P->kind == TQ_CODEC_BIN1) return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_BIN1, 1, 1>, P, sm, st);
     if (P->kind == TQ_CODEC_RTN) {
         switch (P->bits) {
-        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 2>, P, sm, st);
-        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 3>, P, sm, st);
-        case 4: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 4>, P, sm, st);
-        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 8>, P, sm, st);
+        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 2, 1>, P, sm, st);
+        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 3, 1>, P, sm, st);
+        case 4: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 4, 1>, P, sm, st);
+        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 8, 1>, P, sm, st);
         }
     }
     if (P->kind == TQ_CODEC_TQ && tq_tpb2_enabled()) {
@@ -2162,18 +2132,18 @@ static tq_status tq_quant_tpb_go(const tq_gpu_params* P, size_t sm, cudaStream_t
         const size_t rb = (size_t)D * (P->in_bf16 ? 2 : 4) + 16;
         const size_t sm2 = sm - (size_t)TQ_TPB_WARPS * 32 * rb;
         switch (P->bits) {
-        case 1: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 1>, P, sm2, st, 16);
-        case 2: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 2>, P, sm2, st, 16);
-        case 3: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 3>, P, sm2, st, 16);
-        default: return tq_tpb_launch(tq_quant_tpb2_kernel<D, 4>, P, sm2, st, 16);
+        case 1: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 1, 2>, P, sm2, st, 16);
+        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 2, 2>, P, sm2, st, 16);
+        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 3, 2>, P, sm2, st, 16);
+        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 4, 2>, P, sm2, st, 16);
         }
     }
     if (P->kind == TQ_CODEC_TQ) {
         switch (P->bits) {
-        case 1: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 1>, P, sm, st);
-        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 2>, P, sm, st);
-        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 3>, P, sm, st);
-        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 4>, P, sm, st);
+        case 1: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 1, 1>, P, sm, st);
+        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 2, 1>, P, sm, st);
+        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 3, 1>, P, sm, st);
+        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 4, 1>, P, sm, st);
         }
     }
     return tq_fail(TQ_ERR_ARG, "codec %d: no TPB quantize kernel", P->kind); /* tq_tpb_smem excludes tqr */

@@ -119,12 +119,16 @@ tq_status tq_comm_gpu_init(const tq_rt* rt, int device, tq_comm_gpu** out)
     return TQ_OK;
 }
 
-tq_status tq_comm_gpu_send(tq_comm_gpu* c, int peer, const float* dbuf, size_t n, void* stream)
+/* One NCCL point-to-point transfer of n floats with peer (send or receive), on the caller's stream. */
+static tq_status tq_comm_gpu_p2p(tq_comm_gpu* c, int send, int peer, float* dbuf, size_t n, void* stream)
 {
 #ifdef TQ_USE_NCCL
     if (c && c->nccl) {
-        ncclResult_t r = ncclSend(dbuf, n, ncclFloat, peer, c->comm, (cudaStream_t)stream);
-        if (r != ncclSuccess) return tq_fail(TQ_ERR_MPI, "ncclSend of %zu floats to rank %d: %s", n, peer, ncclGetErrorString(r));
+        ncclResult_t r = send ? ncclSend(dbuf, n, ncclFloat, peer, c->comm, (cudaStream_t)stream)
+                              : ncclRecv(dbuf, n, ncclFloat, peer, c->comm, (cudaStream_t)stream);
+        if (r != ncclSuccess)
+            return tq_fail(TQ_ERR_MPI, "%s of %zu floats %s rank %d: %s", send ? "ncclSend" : "ncclRecv", n,
+                           send ? "to" : "from", peer, ncclGetErrorString(r));
         return TQ_OK;
     }
 #endif
@@ -133,24 +137,17 @@ tq_status tq_comm_gpu_send(tq_comm_gpu* c, int peer, const float* dbuf, size_t n
     (void)dbuf;
     (void)n;
     (void)stream;
-    return tq_fail(TQ_ERR_ARG, "internal: GPU send without NCCL (stage through the host)");
+    return tq_fail(TQ_ERR_ARG, "internal: GPU %s without NCCL (stage through the host)", send ? "send" : "receive");
+}
+
+tq_status tq_comm_gpu_send(tq_comm_gpu* c, int peer, const float* dbuf, size_t n, void* stream)
+{
+    return tq_comm_gpu_p2p(c, 1, peer, (float*)dbuf, n, stream); /* ncclSend only reads dbuf */
 }
 
 tq_status tq_comm_gpu_recv(tq_comm_gpu* c, int peer, float* dbuf, size_t n, void* stream)
 {
-#ifdef TQ_USE_NCCL
-    if (c && c->nccl) {
-        ncclResult_t r = ncclRecv(dbuf, n, ncclFloat, peer, c->comm, (cudaStream_t)stream);
-        if (r != ncclSuccess) return tq_fail(TQ_ERR_MPI, "ncclRecv of %zu floats from rank %d: %s", n, peer, ncclGetErrorString(r));
-        return TQ_OK;
-    }
-#endif
-    (void)c;
-    (void)peer;
-    (void)dbuf;
-    (void)n;
-    (void)stream;
-    return tq_fail(TQ_ERR_ARG, "internal: GPU receive without NCCL (stage through the host)");
+    return tq_comm_gpu_p2p(c, 0, peer, dbuf, n, stream);
 }
 
 void tq_comm_gpu_free(tq_comm_gpu** pc)
