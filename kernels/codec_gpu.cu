@@ -14,7 +14,7 @@
  *   (tail_only). TQ_GPU_TPB=0 in the environment turns the TPB kernels off (comparisons).
  *   tq{b} quantize of full g = 128 blocks uses two lanes per block instead (tq_quant_tpb_kernel<.., 2>: 64
  *   values a lane, the stride-64 butterfly over a shuffle, half sums added once; 128 registers so 16
- *   warps fit an SM); TQ_GPU_TPB2=0 selects the one-lane kernel.
+ *   warps fit an SM); TQ_GPU_TPB_LANES=1|2|4 picks the lanes per block (default 2).
  *   Everything else uses the warp-per-block kernels (8 warps a block):
  *   rotation codecs (tq, tqr, bin1): a warp task is one full rotation block of g columns of one row
  *     (E = g/32 values per lane), or a row's whole tail (cols % g, its power-of-two blocks one after the
@@ -1280,32 +1280,36 @@ __device__ __forceinline__ void tq_tpb_fetch(const tq_gpu_params& p, int64_t t, 
 }
 
 
-/* Two lanes per block (tq{b} quantize, g = 128; tq_quant_tpb_kernel with L = 2): lane pair (2j, 2j + 1) holds block j of the task, 64
- * values each, so a thread needs about half the registers of the one-lane kernel and twice the warps fit
- * on an SM (the one-lane kernel is latency-bound at 8 warps per SM: docs/CODECS.md §6). The butterflies
- * of strides 1..32 run in registers, the stride-64 one over one xor shuffle (the same operations as the
- * reference's). Each lane adds its half's norm², <y,c> and <c,c> serially, then the two halves are added:
- * like the warp kernels' shuffle sums this may differ from the reference's serial double sum in its last
- * bit, which moves an fp32 norm by one ulp in ~1e-8 of blocks (none among the test cases). */
+/* L lanes per block (tq{b} quantize, g = 128; tq_quant_tpb_kernel with L = 2 or 4): lanes L j .. L j + L-1
+ * hold block j of the task, H = 128 / L values each, so a thread needs a fraction of the registers of the
+ * one-lane kernel and more warps fit on an SM (the one-lane kernel is latency-bound at 8 warps per SM:
+ * docs/CODECS.md §6). The butterflies of strides 1..H/2 run in registers, the larger ones over xor
+ * shuffles (the same operations as the reference's). Each lane adds its part's norm², <y,c> and <c,c>
+ * serially, then the parts are added over shuffles: like the warp kernels' shuffle sums this may differ
+ * from the reference's serial double sum in its last bit, which moves an fp32 norm by one ulp in ~1e-8 of
+ * blocks (none among the test cases). */
 #ifndef TQ_TPB2_MINB
 #define TQ_TPB2_MINB 4
 #endif
+#ifndef TQ_TPB4_MINB
+#define TQ_TPB4_MINB 6
+#endif
 
-template <int H, int B>
-__device__ __forceinline__ void tq_tpb2_block(const tq_gpu_params& p, uint32_t* const* sg, const tq_tpb_tab& T,
+template <int H, int B, int L>
+__device__ __forceinline__ void tq_tpbl_block(const tq_gpu_params& p, uint32_t* const* sg, const tq_tpb_tab& T,
                                               const uint2* lut, const uint8_t* row, int64_t fb, bool act, int lane)
 {
     constexpr int NW = H * B / 32;
-    const int half = lane & 1;
+    const int half = lane & (L - 1); /* this lane's part of the block */
     int64_t r, k;
     tq_task(fb, p.nfull, &r, &k);
-    const int colh = (int)(k * 2 * H) + half * H;
+    const int colh = (int)(k * L * H) + half * H;
     const int es = p.in_bf16 ? 2 : 4;
     float y[H];
     tq_tpb_load<H>(y, row + half * H * es, p.in_bf16);
     tq_tpb_signs<H>(y, sg[0] + (colh >> 5));
-    tq_fwht_lanes<H>(y, lane, 2);
-    const float sc = p.rscale[tq_ilog2_d(2 * H)];
+    tq_fwht_lanes<H>(y, lane, L);
+    const float sc = p.rscale[tq_ilog2_d(L * H)];
 #pragma unroll
     for (int i = 0; i < H; i++) y[i] = tq_fmul(y[i], sc);
     double n2 = 0.0;
@@ -1314,7 +1318,7 @@ __device__ __forceinline__ void tq_tpb2_block(const tq_gpu_params& p, uint32_t* 
         const double yd = tq_f2d(y[i]);
         n2 = fma(yd, yd, n2);
     }
-    n2 += __shfl_xor_sync(TQ_GPU_FULL, n2, 1);
+    n2 = tq_wsum(n2, L);
     const double nd = sqrt(n2);
     bool ovf = !(nd <= 2.0 * 65504.0);
     const float n = tq_d2f(nd);
@@ -1323,8 +1327,8 @@ __device__ __forceinline__ void tq_tpb2_block(const tq_gpu_params& p, uint32_t* 
     uint32_t cw[NW];
     double dot = 0.0, cc = 0.0;
     tq_tpb_codes<H, B>(y, inv, lut, p.lut_s[0], p.lut_n[0], T, cw, dot, cc);
-    dot += __shfl_xor_sync(TQ_GPU_FULL, dot, 1);
-    cc += __shfl_xor_sync(TQ_GPU_FULL, cc, 1);
+    dot = tq_wsum(dot, L);
+    cc = tq_wsum(cc, L);
     uint16_t h = 0;
     if (!valid) {
 #pragma unroll
@@ -1348,10 +1352,10 @@ __device__ __forceinline__ void tq_tpb2_block(const tq_gpu_params& p, uint32_t* 
     }
 }
 
-/* Quantize full g = D blocks with L lanes per block (1: tq_quant_tpb_block, any TPB codec; 2: tq{b} only,
- * tq_tpb2_block). A warp task is 32 / L consecutive blocks, staged by cp.async one task ahead. */
+/* Quantize full g = D blocks with L lanes per block (1: tq_quant_tpb_block, any TPB codec; 2 or
+ * 4: tq{b} only, tq_tpbl_block). A warp task is 32 / L consecutive blocks, staged by cp.async one task ahead. */
 template <int D, int K, int B, int L>
-__global__ void __launch_bounds__(TQ_TPB_THREADS, L == 2 ? TQ_TPB2_MINB : TQ_TPB_QMINB)
+__global__ void __launch_bounds__(TQ_TPB_THREADS, L == 4 ? TQ_TPB4_MINB : L == 2 ? TQ_TPB2_MINB : TQ_TPB_QMINB)
     tq_quant_tpb_kernel(const __grid_constant__ tq_gpu_params p)
 {
     constexpr int BPT = 32 / L;
@@ -1383,8 +1387,8 @@ __global__ void __launch_bounds__(TQ_TPB_THREADS, L == 2 ? TQ_TPB2_MINB : TQ_TPB
         } else {
             /* every lane runs the pair's shuffles: a pair past the end works on block F - 1, stores nothing */
             const bool act = fb < F;
-            tq_tpb2_block<D / 2, B>(p, sg, *tab[0], lut[0], cur + (act ? lane / L : 0) * RB, act ? fb : F - 1, act,
-                                    lane);
+            tq_tpbl_block<D / L, B, L>(p, sg, *tab[0], lut[0], cur + (act ? lane / L : 0) * RB, act ? fb : F - 1,
+                                       act, lane);
         }
         __syncwarp();
     }
@@ -2082,16 +2086,15 @@ static int tq_tpb_enabled(void)
     return on;
 }
 
-/* tq{b} quantize on the two-lanes-per-block kernel unless TQ_GPU_TPB2=0 (the one-lane kernel: for
- * comparisons). */
-static int tq_tpb2_enabled(void)
+/* Lanes per block of the tq{b} quantize TPB kernel: TQ_GPU_TPB_LANES = 1, 2 or 4 (default 2). */
+static int tq_tpb_lanes(void)
 {
-    static int on = -1;
-    if (on < 0) {
-        const char* e = getenv("TQ_GPU_TPB2");
-        on = !(e && e[0] == '0');
+    static int lanes = 0;
+    if (!lanes) {
+        const char* e = getenv("TQ_GPU_TPB_LANES");
+        lanes = e && (e[0] == '1' || e[0] == '4') && !e[1] ? e[0] - '0' : 2;
     }
-    return on;
+    return lanes;
 }
 
 /* Shared bytes of a TPB kernel, 0 when the TPB kernels do not apply (other group sizes, no full block,
@@ -2127,16 +2130,22 @@ static tq_status tq_quant_tpb_go(const tq_gpu_params* P, size_t sm, cudaStream_t
         default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_RTN, 8, 1>, P, sm, st);
         }
     }
-    if (P->kind == TQ_CODEC_TQ && tq_tpb2_enabled()) {
-        /* two lanes per block: half the staging rows per warp (16 blocks per task) */
+    const int L = P->kind == TQ_CODEC_TQ ? tq_tpb_lanes() : 1;
+    if (L > 1) {
+        /* L lanes per block: 32 / L blocks per warp task, so 1 / L of the staging rows per warp */
         const size_t rb = (size_t)D * (P->in_bf16 ? 2 : 4) + 16;
-        const size_t sm2 = sm - (size_t)TQ_TPB_WARPS * 32 * rb;
+        const size_t smL = sm - (size_t)TQ_TPB_WARPS * (64 - 64 / L) * rb;
+        const int bpt = 32 / L;
+#define TQ_TPBL_GO(b) \
+    (L == 4 ? tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, b, 4>, P, smL, st, bpt) \
+            : tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, b, 2>, P, smL, st, bpt))
         switch (P->bits) {
-        case 1: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 1, 2>, P, sm2, st, 16);
-        case 2: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 2, 2>, P, sm2, st, 16);
-        case 3: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 3, 2>, P, sm2, st, 16);
-        default: return tq_tpb_launch(tq_quant_tpb_kernel<D, TQ_CODEC_TQ, 4, 2>, P, sm2, st, 16);
+        case 1: return TQ_TPBL_GO(1);
+        case 2: return TQ_TPBL_GO(2);
+        case 3: return TQ_TPBL_GO(3);
+        default: return TQ_TPBL_GO(4);
         }
+#undef TQ_TPBL_GO
     }
     if (P->kind == TQ_CODEC_TQ) {
         switch (P->bits) {

@@ -6,10 +6,12 @@ tq_add_test(test_codec_gpu SOURCES test_codec_gpu.c LABELS gpu TIMEOUT 300)
 add_test(NAME test_codec_gpu_warp COMMAND $<TARGET_FILE:test_codec_gpu>)
 set_tests_properties(test_codec_gpu_warp PROPERTIES LABELS gpu TIMEOUT 300 SKIP_RETURN_CODE 77
   ENVIRONMENT "${TQ_TEST_ENV};TQ_GPU_TPB=0")
-# And with tq{b} quantize on the one-lane-per-block kernel (TQ_GPU_TPB2=0) instead of the two-lane one.
-add_test(NAME test_codec_gpu_tpb1 COMMAND $<TARGET_FILE:test_codec_gpu>)
-set_tests_properties(test_codec_gpu_tpb1 PROPERTIES LABELS gpu TIMEOUT 300 SKIP_RETURN_CODE 77
-  ENVIRONMENT "${TQ_TEST_ENV};TQ_GPU_TPB2=0")
+# And with tq{b} quantize on the one- and four-lanes-per-block kernels (TQ_GPU_TPB_LANES; default 2).
+foreach(lanes 1 4)
+  add_test(NAME test_codec_gpu_tpb${lanes} COMMAND $<TARGET_FILE:test_codec_gpu>)
+  set_tests_properties(test_codec_gpu_tpb${lanes} PROPERTIES LABELS gpu TIMEOUT 300 SKIP_RETURN_CODE 77
+    ENVIRONMENT "${TQ_TEST_ENV};TQ_GPU_TPB_LANES=${lanes}")
+endforeach()
 
 # Benchmark (not a test): tests/bench/codec_gpu_bench.sh builds on this program.
 if(TQ_HAVE_CUDA)
