@@ -135,17 +135,11 @@ static void check_model(const char* dir, const int* tok)
         CHECK(tq_gmodel_load(src, 0, mid, NULL, &p0) == TQ_OK, "%s", tq_last_error());
         CHECK(tq_gmodel_load(src, mid, L, NULL, &p1) == TQ_OK, "%s", tq_last_error());
         if (p0 && p1) {
-            float* x = malloc((size_t)PREFILL * tq_gmodel_hidden(p0) * sizeof(float));
             CHECK(tq_gmodel_kv_create(p0, &f16, &f16, PREFILL, 42, &k0) == TQ_OK, "%s", tq_last_error());
             CHECK(tq_gmodel_kv_create(p1, &f16, &f16, PREFILL, 42, &k1) == TQ_OK, "%s", tq_last_error());
             CHECK(tq_gmodel_kv_create(gm, &f16, &f16, PREFILL, 42, &kf) == TQ_OK, "%s", tq_last_error());
-            tq_status rc = x && k0 && k1 && kf ? TQ_OK : TQ_ERR_NOMEM;
-            if (rc == TQ_OK) rc = tq_gmodel_embed(p0, tok, PREFILL);
-            if (rc == TQ_OK) rc = tq_gmodel_layers(p0, k0, PREFILL, 0);
-            if (rc == TQ_OK) rc = tq_gmodel_x_get(p0, x, PREFILL);
-            if (rc == TQ_OK) rc = tq_gmodel_x_set(p1, x, PREFILL);
-            if (rc == TQ_OK) rc = tq_gmodel_layers(p1, k1, PREFILL, 0);
-            if (rc == TQ_OK) rc = tq_gmodel_head(p1, PREFILL, lgp);
+            tq_status rc = k0 && k1 && kf ? TQ_OK : TQ_ERR_NOMEM;
+            if (rc == TQ_OK) rc = gpu_split_prefill(p0, p1, k0, k1, tok, PREFILL, lgp);
             if (rc == TQ_OK) rc = tq_gmodel_forward(gm, kf, tok, PREFILL, 0, lc);
             CHECK(rc == TQ_OK, "%s", tq_last_error());
             if (rc == TQ_OK) {
@@ -153,7 +147,6 @@ static void check_model(const char* dir, const int* tok)
                 printf("  GPU layer split [0,%d) + [%d,%d) vs whole: max |dlogit| %.3g\n", mid, mid, L, r.max_abs);
                 CHECK(r.max_abs == 0.0, "split differs by %.3g", r.max_abs);
             }
-            free(x);
         }
         tq_gkv_free(&k0);
         tq_gkv_free(&k1);

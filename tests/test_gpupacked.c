@@ -292,23 +292,16 @@ static void check_artifact(const char* label, const char* art, const int* tok, i
         tq_kv_codec_parse("f32", 0, &f32);
         CHECK(gload(src, art, &VARIANTS[0], 0, mid, &p0) == TQ_OK, "%s", tq_last_error());
         CHECK(gload(src, art, &VARIANTS[0], mid, L, &p1) == TQ_OK, "%s", tq_last_error());
-        float* x = malloc((size_t)T * tq_model_hidden(cm) * sizeof(float));
-        tq_status rc = p0 && p1 && x ? TQ_OK : TQ_ERR_NOMEM;
+        tq_status rc = p0 && p1 ? TQ_OK : TQ_ERR_NOMEM;
         if (rc == TQ_OK) rc = tq_gmodel_kv_create(p0, &f32, &f32, T, 42, &k0);
         if (rc == TQ_OK) rc = tq_gmodel_kv_create(p1, &f32, &f32, T, 42, &k1);
-        if (rc == TQ_OK) rc = tq_gmodel_embed(p0, tok, T);
-        if (rc == TQ_OK) rc = tq_gmodel_layers(p0, k0, T, 0);
-        if (rc == TQ_OK) rc = tq_gmodel_x_get(p0, x, T);
-        if (rc == TQ_OK) rc = tq_gmodel_x_set(p1, x, T);
-        if (rc == TQ_OK) rc = tq_gmodel_layers(p1, k1, T, 0);
-        if (rc == TQ_OK) rc = tq_gmodel_head(p1, T, lgp);
+        if (rc == TQ_OK) rc = gpu_split_prefill(p0, p1, k0, k1, tok, T, lgp);
         CHECK(rc == TQ_OK, "split: %s", tq_last_error());
         if (rc == TQ_OK) {
             cmp_result r = compare(lpk, lgp, T, V);
             printf("  packed-f32 layer split [0,%d) + [%d,%d) vs whole: max |dlogit| %.3g\n", mid, mid, L, r.max_abs);
             CHECK(r.max_abs == 0.0, "split differs by %.3g", r.max_abs);
         }
-        free(x);
         tq_gkv_free(&k0);
         tq_gkv_free(&k1);
         tq_gmodel_free(&p0);
