@@ -55,4 +55,10 @@ tq_status tq_ckpt_read_raw(const tq_ckpt* c, const tq_tensor_info* t, int64_t ro
 tq_status tq_ckpt_read_f32(const tq_ckpt* c, const tq_tensor_info* t, int64_t row0, int64_t nrows,
                            float* dst, size_t dst_cap);
 
+/* A handle over tensors that an earlier tq_ckpt_open of the same, unchanged files produced
+ * (pipeline/ckpt_table.h checks that): t sorted by name, fds[i] open on paths[i] (sizes[i] bytes),
+ * config the config.json text or NULL. Takes ownership of every array (also on failure). LOCAL. */
+tq_status tq_ckpt_assemble(const char* dir, int nfiles, char** paths, int* fds, uint64_t* sizes, tq_tensor_info* t,
+                           int64_t n, char* config, tq_ckpt** out);
+
 #endif

@@ -26,10 +26,11 @@
  * Environment (all optional): TQ_QBATCH=0 turns batching off (per-unit path); TQ_QBATCH_BYTES (default
  * 8 MiB), TQ_QBATCH_UNITS (default 16384; 4 while a TQ_FAULT is armed, so "kill after K units" stays
  * close to K); TQ_QBATCH_THREADS (CPU workers; default TQ_THREADS, else online cores / ranks on the
- * node); TQ_QBATCH_GPU_MIN (weights a unit needs to go to the GPU, default 1024 x CPU workers: below
- * that the workers beat a kernel launch's ~10 us of host time; 0 sends every unit to the GPU; GPU and
- * CPU units of a batch run at the same time, bytes identical either way); TQ_QBATCH_READER=0
- * reads in the main thread. */
+ * node); TQ_QBATCH_GPU_MIN (weights a unit needs to go to the GPU; default 0 = every unit on the GPU
+ * when each rank of the node has a GPU of its own (ranks on the node <= GPUs it sees), else 1024 x CPU
+ * workers: with ranks sharing a GPU, below that the workers beat a kernel launch's ~10 us of host
+ * time; GPU and CPU units of a batch run at the same time, bytes identical either way);
+ * TQ_QBATCH_READER=0 reads in the main thread; TQ_QBATCH_STATS=1 logs every rank's phase timers. */
 #ifndef TQ_QBATCH_H
 #define TQ_QBATCH_H
 
@@ -47,6 +48,7 @@ typedef struct {
     int threads;           /* CPU worker threads of this rank */
     int use_gpu;           /* 1: units of >= gpu_min_elems weights go to the GPU */
     int64_t gpu_min_elems;
+    int gpu_own;           /* 1: this rank has a GPU of its own (ranks on the node <= GPUs) */
     int reader;            /* 1: a reader thread reads the next batch while this one computes */
 } tq_qbatch_opts;
 
@@ -55,9 +57,29 @@ typedef struct {
     double t_read;         /* seconds in reads (reader thread) */
     double t_wait;         /* seconds the compute thread waited for the reader */
     double t_quant;        /* seconds computing (layout, CPU workers, GPU round trip, checksums) */
-    double t_write;        /* seconds in the batch's durable write + commit */
+    double t_write;        /* seconds in the batch's durable write + commit (writer thread) */
+    /* phases of the compute thread (seconds; TQ_QBATCH_STATS=1 prints them, the stage summary keeps
+     * the slowest rank's): they add up to about t_setup + t_loop */
+    double t_setup;        /* unit plan, batch layout, buffers (+ GPU context and pinned memory) */
+    double t_loop;         /* the batch loop, wall */
+    double t_launch;       /* issuing GPU work: H2D, launches, D2H (host time) */
+    double t_cpu;          /* CPU units (worker pool + big units) */
+    double t_gsync;        /* waiting for the GPU after the CPU units were done */
+    double t_post;         /* GPU outputs into the records, NaN checks, checksums */
+    double t_wwait;        /* waiting for the previous batch's commit (writer thread) */
     uint64_t bytes_in, bytes_out, mem_host, mem_dev;
 } tq_qbatch_stats;
+
+/* The quantize stage's own phases around the engine (stages/quantize.c times them), seconds. */
+typedef struct {
+    double ckpt;           /* opening the checkpoint (headers: from the unit table when it is valid) */
+    double units;          /* unit list + keys */
+    double plan;           /* codec plan (+ codecs.tsv) */
+    double schedule;       /* file order, manifest load, this rank's units */
+    double wait;           /* waiting for the other ranks at the end of the loop (imbalance) */
+    double finish;         /* journal close, manifest compaction, output hash (without wait) */
+    int table;             /* 1: headers from the unit table, 0: parsed (table missing or stale) */
+} tq_qstage_times;
 
 /* 1 unless TQ_QBATCH=0. */
 int tq_qbatch_enabled(void);
@@ -82,5 +104,9 @@ tq_status tq_qbatch_quantize(const tq_rt* rt, const tq_ckpt* c, const tq_unitlis
                              const int64_t* mine, int64_t nmine, const tq_plan_entry* plan, int64_t nplan,
                              uint64_t job_seed, const tq_qbatch_opts* o, tq_journal* j, tq_progress* prog,
                              tq_qbatch_stats* st);
+
+/* Where the stage's time went: with TQ_QBATCH_STATS=1 every rank logs its phases; out (cap bytes)
+ * gets the slowest rank's figures in one short line for the stage summary (state.json). COLLECTIVE. */
+void tq_qbatch_report(const tq_rt* rt, const tq_qstage_times* ph, const tq_qbatch_stats* st, char* out, size_t cap);
 
 #endif

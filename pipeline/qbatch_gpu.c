@@ -26,6 +26,16 @@ struct tq_qgpu {
             return tq_fail(TQ_ERR_CUDA, "%s failed: %s (quantize batch on GPU)", #expr, cudaGetErrorString(e_)); \
     } while (0)
 
+int tq_qgpu_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
 tq_status tq_qgpu_create(int local_rank, tq_qgpu** out)
 {
     *out = NULL;
@@ -137,6 +147,8 @@ void tq_qgpu_host_free(void* p, int pinned)
 struct tq_qgpu {
     int unused;
 };
+
+int tq_qgpu_count(void) { return 0; }
 
 tq_status tq_qgpu_create(int local_rank, tq_qgpu** out)
 {

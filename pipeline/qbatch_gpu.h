@@ -16,6 +16,8 @@
 
 typedef struct tq_qgpu tq_qgpu;
 
+/* Number of CUDA devices this process sees (0 without CUDA or a device). LOCAL. */
+int tq_qgpu_count(void);
 /* Select the device for this rank (local_rank % count) and create a stream. LOCAL. */
 tq_status tq_qgpu_create(int local_rank, tq_qgpu** out);
 void tq_qgpu_free(tq_qgpu** pg);

@@ -769,3 +769,36 @@ tq_status tq_ckpt_read_batch(const tq_ckpt* c, const int64_t* idx, int64_t n, vo
     }
     return TQ_OK;
 }
+
+// ------------------------------------------------------------------------------------------------
+// a handle from a stored tensor table (pipeline/ckpt_table.c, helper pipe3; additive)
+
+tq_status tq_ckpt_assemble(const char* dir, int nfiles, char** paths, int* fds, uint64_t* sizes, tq_tensor_info* t,
+                           int64_t n, char* config, tq_ckpt** out)
+{
+    *out = NULL;
+    tq_ckpt* c = calloc(1, sizeof *c);
+    if (!c || strlen(dir) >= sizeof c->dir) {
+        for (int i = 0; i < nfiles; i++) {
+            if (fds && fds[i] >= 0) close(fds[i]);
+            if (paths) free(paths[i]);
+        }
+        free(paths);
+        free(fds);
+        free(sizes);
+        free(t);
+        free(config);
+        free(c);
+        return tq_fail(TQ_ERR_NOMEM, "no memory to open %s", dir);
+    }
+    snprintf(c->dir, sizeof c->dir, "%s", dir);
+    c->nfiles = nfiles;
+    c->paths = paths;
+    c->fds = fds;
+    c->sizes = sizes;
+    c->t = t;
+    c->n = n;
+    c->config = config;
+    *out = c;
+    return TQ_OK;
+}

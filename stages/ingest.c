@@ -17,6 +17,7 @@
 
 #include "arch.h"         /* defines: tq_arch_from_json, tq_arch_check_ckpt */
 #include "ckpt.h"         /* defines: tq_ckpt_open */
+#include "ckpt_table.h"   /* defines: tq_ckpt_open_table (helper pipe3) */
 #include "commands.h"     /* defines: tq_cmd_convert */
 #include "fault.h"        /* defines: tq_fault_unit_done */
 #include "fileio.h"       /* defines: tq_write_file_atomic */
@@ -149,7 +150,12 @@ tq_status tq_stage_ingest(tq_stage_ctx* ctx)
     int64_t nmine = 0, processed = 0, bad_units = 0;
     tq_journal j;
     j.jfd = j.sfd = -1;
-    rc = tq_ckpt_open(run->model_dir, &c);
+    {
+        /* rank 0 leaves the tensor table the later stages open the checkpoint from (ckpt_table.h) */
+        char tp_[TQ_PATH_MAX + 64];
+        tq_fmt(tp_, sizeof tp_, "%s/%s", ctx->dir, TQ_CKPT_TABLE_NAME);
+        rc = tq_ckpt_open_table(run->model_dir, tp_, rt->rank == 0, &c, NULL);
+    }
     if (rc == TQ_OK) rc = tq_units_from_ckpt(c, run->job.max_unit_bytes, 1, &u);
     if (rc == TQ_OK) rc = tq_stage_unit_keys(u, &keys, &bytes);
     TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);

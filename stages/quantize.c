@@ -17,6 +17,7 @@
 
 #include "arch.h"      /* defines: tq_arch_from_json, tq_arch_find, tq_role_name */
 #include "ckpt.h"      /* defines: tq_ckpt_read_f32 */
+#include "ckpt_table.h" /* defines: tq_ckpt_open_table (helper pipe3) */
 #include "codec.h"     /* defines: tq_codec_parse, tq_quantize, tq_codec_bytes */
 #include "fault.h"     /* defines: tq_fault_unit_done */
 #include "fileio.h"    /* defines: tq_write_file_atomic, tq_read_file */
@@ -252,10 +253,27 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
     double t_read = 0, t_quant = 0, t_write = 0;
     int use_gpu = 0;
     tq_qgptq* gq = NULL; /* GPTQ against RUN/calibrate/hessian when the job asks (pipeline/qgptq.h) */
+    tq_qstage_times ph;  /* phase timers (pipeline/qbatch.h, helper pipe3) */
+    tq_qbatch_stats bs;
+    memset(&ph, 0, sizeof ph);
+    memset(&bs, 0, sizeof bs);
+    double tp = tq_rt_time();
 
-    tq_status rc = tq_ckpt_open(run->model_dir, &c);
+    tq_status rc;
+    {
+        /* headers from ingest's tensor table when it matches the files (pipeline/ckpt_table.h); rank 0
+         * rebuilds a stale one */
+        char tp_[TQ_PATH_MAX + 64], id_[TQ_PATH_MAX + 32];
+        tq_fmt(id_, sizeof id_, "%s/ingest", run->dir);
+        tq_fmt(tp_, sizeof tp_, "%s/%s", id_, TQ_CKPT_TABLE_NAME);
+        rc = tq_ckpt_open_table(run->model_dir, tp_, rt->rank == 0 && tq_file_exists(id_), &c, &ph.table);
+    }
+    ph.ckpt = tq_rt_time() - tp;
+    tp = tq_rt_time();
     if (rc == TQ_OK) rc = tq_units_from_ckpt(c, job->max_unit_bytes, 1, &u);
     if (rc == TQ_OK) rc = tq_stage_unit_keys(u, &keys, &bytes);
+    ph.units = tq_rt_time() - tp;
+    tp = tq_rt_time();
     if (rc == TQ_OK) rc = tq_stage_codec_plan(run, c, &plan, &nplan, &from_plan);
     if (rc == TQ_OK && !strcmp(job->device, "gpu") && !tq_gpu_available())
         rc = tq_fail(TQ_ERR_NOGPU, "the job asks for device: gpu but this rank sees no GPU (or tqpipe was built without CUDA)");
@@ -268,6 +286,8 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
         rc = tq_plan_entries_write(p, plan, nplan);
     }
     TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
+    ph.plan = tq_rt_time() - tp;
+    tp = tq_rt_time();
     if (!gq && tq_qbatch_enabled()) {
         /* batched: each rank takes a contiguous region of the files (coalesced, sequential reads) of
          * about equal work (weights x codec cost) */
@@ -283,6 +303,7 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
     } else
         TQ_CHECK_GOTO(tq_stage_schedule(ctx, u->n_units, (const char* const*)keys, bytes, job->verify_on_resume, &m, &mine, &nmine),
                       out);
+    ph.schedule = tq_rt_time() - tp;
     TQ_LOG0(TQ_LOG_INFO, "quantize: %" PRId64 " tensors, codecs from %s, on %s", nplan,
             from_plan ? "the allocate plan" : "the job's rules and default", use_gpu ? "the GPU" : "the CPU");
 
@@ -298,7 +319,6 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
     if (!gq && tq_qbatch_enabled()) {
         /* batched engine (pipeline/qbatch.h, helper pipebatch): same bytes, one read / compute / commit per batch */
         tq_qbatch_opts bo;
-        tq_qbatch_stats bs;
         tq_qbatch_default_opts(rt, use_gpu, &bo);
         rc = tq_qbatch_quantize(rt, c, u, keys, mine, nmine, plan, nplan, job->seed, &bo, &j, prog, &bs);
         processed = bs.units;
@@ -354,12 +374,19 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
         tq_progress_update(prog, done_b);
         rc = tq_fault_unit_done();
     }
+    double tw = tq_rt_time();
     tq_progress_finish(&prog);
+    tp = tq_rt_time();
+    ph.wait = tp - tw;
     {
         tq_status crc_ = tq_journal_close(&j);
         if (rc == TQ_OK) rc = crc_;
     }
-    TQ_CHECK_GOTO(tq_rt_agree(rt, rc), out);
+    tw = tq_rt_time();
+    rc = tq_rt_agree(rt, rc); /* a rank done early waits here for the others: counted as wait, not finish */
+    ph.wait += tq_rt_time() - tw;
+    tp += tq_rt_time() - tw;
+    if (rc != TQ_OK) goto out;
     TQ_CHECK_GOTO(tq_stage_finish_units(ctx, processed, 0, &m), out);
 
     /* output identity: the applied plan + every unit's checksum, in unit order */
@@ -395,6 +422,11 @@ tq_status tq_stage_quantize(tq_stage_ctx* ctx)
         tq_fmt(ctx->summary, sizeof ctx->summary, "%s -> %s (%.3f bits/weight); rank-seconds read %.2f, quantize %.2f, write+sync %.2f",
                a, b, weights ? 8.0 * (double)ctx->bytes_out / (double)weights : 0.0, tt[0] * 1e-6, tt[1] * 1e-6,
                tt[2] * 1e-6);
+        ph.finish = tq_rt_time() - tp;
+        char phs[320];
+        tq_qbatch_report(rt, &ph, &bs, phs, sizeof phs);
+        size_t sl = strlen(ctx->summary);
+        if (!gq && tq_qbatch_enabled()) tq_fmt(ctx->summary + sl, sizeof ctx->summary - sl, "; %s", phs);
     }
 out:
     tq_qgptq_free(&gq);

@@ -5,3 +5,4 @@ tq_add_script_test(pipe_resume SCRIPT pipe_resume.sh LABELS mpi slow TIMEOUT 600
 tq_add_script_test(pipe_faults SCRIPT pipe_faults.sh LABELS mpi slow TIMEOUT 600)
 tq_add_script_test(pipe_slurm SCRIPT pipe_slurm.sh LABELS mpi slow TIMEOUT 600)
 tq_add_script_test(pipe_batch SCRIPT pipe_batch.sh LABELS mpi slow TIMEOUT 600)
+tq_add_test(test_ckpt_table SOURCES test_ckpt_table.c LABELS cpu)

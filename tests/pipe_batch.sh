@@ -60,7 +60,8 @@ for m in f16 f32 122b; do
   # (the 122B inventory's 37,621 units: only the variants that matter, to stay fast)
   variants=("3|TQ_QBATCH_BYTES=64K TQ_QBATCH_UNITS=7 TQ_QBATCH_READER=0 TQ_QBATCH_THREADS=3"
             "2|TQ_QBATCH_GPU_MIN=0 TQ_QBATCH_UNITS=100")
-  [ $m = 122b ] || variants+=("1|TQ_QBATCH=0" "1|TQ_QBATCH=1" "4|TQ_QBATCH_BYTES=1 TQ_QBATCH_THREADS=2")
+  [ $m = 122b ] || variants+=("1|TQ_QBATCH=0" "1|TQ_QBATCH=1" "4|TQ_QBATCH_BYTES=1 TQ_QBATCH_THREADS=2"
+                               "1|TQ_QBATCH_GPU_MIN=4096 TQ_QBATCH_UNITS=50")
   for v in "${variants[@]}"; do
     np=${v%%|*}; envs=${v#*|}; i=$((i + 1))
     env $envs $MPI -np $np "$BIN" stage quantize --run "$R" --force > "$R.v$i.log" 2>&1 || { bad "$m: variant '$envs' on $np ranks failed"; tail "$R.v$i.log"; continue; }
@@ -72,6 +73,41 @@ for m in f16 f32 122b; do
   nb=$(grep -o "units in [0-9]* batches" "$R.v1.log" | head -1 | awk '{print $3}')
   [ -n "$nb" ] && [ "$nb" -gt 1 ] && ok "$m: 64 KiB / 7-unit batches: $nb batches on rank 0" || bad "$m: expected several batches, log says '${nb:-none}'"
 done
+
+# the tensor table (pipeline/ckpt_table.h): quantize opened the checkpoint from ingest's table; the
+# checkpoint re-exported with another tensor order (same names and data, other offsets, same size)
+# makes it stale: parsed again, same output, and rebuilt for the next run
+R=$W/run-f32
+case "$(sfield "$R" quantize summary)" in
+  *"(unit table)"*) ok "table: quantize opened the checkpoint from ingest's tensor table" ;;
+  *) bad "table: quantize did not use the table: $(sfield "$R" quantize summary)" ;;
+esac
+python3 - "$W/m-f32/model.safetensors" <<'PY' || bad "table: could not re-export the checkpoint"
+import json, struct, sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+meta = h.pop("__metadata__", None)
+names = sorted(h, key=lambda k: h[k]["data_offsets"][0], reverse=True)
+out, data, off = {}, [], 0
+if meta is not None: out["__metadata__"] = meta
+for k in names:
+    s, e = h[k]["data_offsets"]
+    out[k] = dict(h[k], data_offsets=[off, off + e - s]); data.append(b[8 + n + s:8 + n + e]); off += e - s
+hdr = json.dumps(out, separators=(",", ":")).encode()
+hdr += b" " * ((8 - len(hdr) % 8) % 8)
+open(p, "wb").write(struct.pack("<Q", len(hdr)) + hdr + b"".join(data))
+PY
+TQ_QBATCH_STATS=1 "$BIN" stage quantize --run "$R" --force > "$R.stale.log" 2>&1 || { bad "table: quantize after the re-export"; tail "$R.stale.log"; }
+grep -q "tensor table .* changed" "$R.stale.log" && grep -q "ckpt [0-9.]* (headers parsed)" "$R.stale.log" &&
+  ok "table: re-exported checkpoint detected (stale table), headers parsed" || bad "table: stale table not reported"
+[ "$(qhash "$R")" = "$(qhash "$W/ref-f32")" ] && ok "table: same output hash after the re-export" || bad "table: hash after the re-export differs"
+"$BIN" stage quantize --run "$R" --force > "$R.stale2.log" 2>&1 || bad "table: quantize with the rebuilt table"
+case "$(sfield "$R" quantize summary)" in
+  *"(unit table)"*) [ "$(qhash "$R")" = "$(qhash "$W/ref-f32")" ] && ok "table: rebuilt table used, same hash" || bad "table: rebuilt table, hash differs" ;;
+  *) bad "table: not rebuilt" ;;
+esac
 
 # kill a rank mid-stage (batches of 4 units under TQ_FAULT), resume on another rank count
 R=$W/kill
