@@ -912,6 +912,10 @@ void tq_job_stage_fingerprint(const tq_job* j, tq_stage_id s, char* out, size_t 
     case TQ_STAGE_VALIDATE:
         FP(" data=%s ctx=%d stride=%d max=%lld", j->eval_data, j->eval_ctx, j->eval_stride, (long long)j->eval_max_tokens);
         for (int i = 0; i < j->n_kv; i++) FP(" kv=%s", j->kv_codecs[i]);
+        /* where it runs moves the metrics by ~1e-4 (bf16 GEMMs): an explicit choice is an input; auto
+         * (the default) adds nothing, so runs made before these keys existed keep their fingerprint */
+        if (j->eval_device[0] && strcmp(j->eval_device, "auto")) FP(" device=%s", j->eval_device);
+        if (j->eval_gpu_weights[0] && strcmp(j->eval_gpu_weights, "auto")) FP(" gpu_weights=%s", j->eval_gpu_weights);
         break;
     case TQ_STAGE_PUBLISH: FP(" output=%s license=%s", j->output, j->license); break;
     default: break;

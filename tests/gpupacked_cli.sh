@@ -41,4 +41,24 @@ if [ $rc -eq 0 ] || ! grep -q "stages.validate.gpu_weights must be" "$W/bad.log"
 else
   echo "ok   job key gpu_weights: sideways refused: $(grep -o 'stages.validate.gpu_weights must be[^,]*' "$W/bad.log" | head -1)"
 fi
+# an explicit gpu_weights (or device) is an input of the validate stage: changing it redoes validate only;
+# auto adds nothing to the fingerprint (runs made before the key existed stay up to date)
+mk() { # mk FILE GPU_WEIGHTS_LINE
+  sed -e "s#^model: models/#model: $SRC/jobs/models/#" -e "s#^tokenizer: models/#tokenizer: $SRC/jobs/models/#" \
+      -e "s#data: data/#data: $SRC/jobs/data/#" "$SRC/jobs/stories260k.yaml" |
+    awk -v l="$2" '{print} /kv_codecs: \[fp16, tq4\]/ && l != "" {print "    " l}' > "$1"
+}
+mk "$W/j0.yaml" ""
+mk "$W/j1.yaml" "gpu_weights: packed-f32"
+mk "$W/j2.yaml" "gpu_weights: auto"
+"$BIN" run "$W/j0.yaml" --run-dir "$W/fp" > "$W/fp0.log" 2>&1 || { echo "FAILED: first run"; tail -5 "$W/fp0.log"; fail=1; }
+"$BIN" run "$W/j1.yaml" --run-dir "$W/fp" > "$W/fp1.log" 2>&1 || { echo "FAILED: run with packed-f32"; fail=1; }
+"$BIN" run "$W/j2.yaml" --run-dir "$W/fp" > "$W/fp2.log" 2>&1 || { echo "FAILED: run with auto"; fail=1; }
+"$BIN" run "$W/j0.yaml" --run-dir "$W/fp" > "$W/fp3.log" 2>&1 || { echo "FAILED: run without the key"; fail=1; }
+if grep -q "stage validate: its inputs changed" "$W/fp1.log" && ! grep -q "stage quantize: its inputs changed" "$W/fp1.log" &&
+   grep -q "stage validate: its inputs changed" "$W/fp2.log" && grep -q "stage validate: up to date" "$W/fp3.log"; then
+  echo "ok   gpu_weights packed-f32 redoes validate only; back to auto redoes it again; auto == no key (up to date)"
+else
+  echo "FAILED: validate fingerprint with gpu_weights"; grep -h "stage validate\|stage quantize" "$W"/fp[123].log; fail=1
+fi
 exit $fail
